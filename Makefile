@@ -1,0 +1,56 @@
+# Every target bootstraps the virtualenv on first use; nothing is installed globally.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: all venv lint typecheck crds crds-check test unit integration e2e demo cluster-up cluster-down bench clean
+
+all: test
+
+$(BIN)/infercycle: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/infercycle
+
+lint: venv
+	$(BIN)/ruff check operator tests benchmarks hack
+	$(BIN)/ruff format --check operator tests benchmarks hack
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+crds: venv
+	$(BIN)/infercycle crds crds
+
+crds-check: venv
+	$(BIN)/infercycle crds crds --check
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv
+	$(BIN)/pytest tests/integration tests/e2e
+
+# The README's test command: static checks, then every test against the real local cluster.
+test: lint crds-check
+	$(BIN)/pytest tests
+
+demo: venv
+	$(PY) hack/demo.py
+
+cluster-up: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" hack/cluster up
+
+cluster-down:
+	hack/cluster down
+
+bench: venv
+	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/replay.py
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist

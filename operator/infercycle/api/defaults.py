@@ -1,0 +1,136 @@
+"""The built-in policy: defaults that protect a vLLM fleet out of the box.
+
+Leaks are what a restart cures, so a sustained, robust upward trend in host or GPU memory is
+enough on its own. Latency, errors, CPU and cache pressure are noisier and shared with causes a
+restart does not fix (traffic surges, a bad upstream), so they count only when they agree: two
+distinct signals at once, each judged against the pod's own past or the fleet at the same time.
+"""
+
+from __future__ import annotations
+
+from infercycle.api.policy import (
+    DisruptionSpec,
+    HealthSpec,
+    RecyclePolicySpec,
+    RecycleSpec,
+    RuleKind,
+    SignalRuleSpec,
+)
+
+DEFAULT_QUERIES: dict[str, str] = {
+    "cpu": (
+        'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{container!="",'
+        'container!="POD"}[5m]))'
+    ),
+    "memory": (
+        'sum by (namespace, pod) (container_memory_working_set_bytes{container!="",'
+        'container!="POD"})'
+    ),
+    "gpu_memory": "sum by (namespace, pod) (DCGM_FI_DEV_FB_USED) * 1048576",
+    "latency_p99": (
+        "histogram_quantile(0.99, sum by (namespace, pod, le) "
+        "(rate(vllm:e2e_request_latency_seconds_bucket[5m])))"
+    ),
+    "kv_cache": "max by (namespace, pod) (vllm:kv_cache_usage_perc)",
+    "request_rate": "sum by (namespace, pod) (rate(vllm:request_success_total[5m]))",
+    "error_rate": (
+        "sum by (namespace, pod) (rate(vllm:request_failure_total[5m])) / "
+        "clamp_min(sum by (namespace, pod) (rate(vllm:request_success_total[5m])) + "
+        "sum by (namespace, pod) (rate(vllm:request_failure_total[5m])), 1e-9)"
+    ),
+}
+
+DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
+    SignalRuleSpec(
+        name="memory-leak",
+        signal="memory",
+        kind=RuleKind.GROWTH,
+        threshold="256Mi",
+        clear="64Mi",
+        window="1h",
+        sustain="15m",
+        sufficient=True,
+    ),
+    SignalRuleSpec(
+        name="gpu-memory-leak",
+        signal="gpu_memory",
+        kind=RuleKind.GROWTH,
+        threshold="512Mi",
+        clear="128Mi",
+        window="1h",
+        sustain="15m",
+        sufficient=True,
+    ),
+    SignalRuleSpec(
+        name="latency-creep",
+        signal="latency_p99",
+        kind=RuleKind.BASELINE,
+        threshold="1.8",
+        clear="1.4",
+        window="15m",
+        baseline_window="10m",
+        requires_traffic=True,
+    ),
+    SignalRuleSpec(
+        name="latency-outlier",
+        signal="latency_p99",
+        kind=RuleKind.OUTLIER,
+        threshold="1.6",
+        clear="1.3",
+        window="10m",
+        requires_traffic=True,
+    ),
+    SignalRuleSpec(
+        name="error-rate",
+        signal="error_rate",
+        kind=RuleKind.ABOVE,
+        threshold="50m",
+        clear="20m",
+        window="10m",
+        requires_traffic=True,
+    ),
+    SignalRuleSpec(
+        name="cpu-outlier",
+        signal="cpu",
+        kind=RuleKind.OUTLIER,
+        threshold="1.8",
+        clear="1.4",
+        window="15m",
+    ),
+    SignalRuleSpec(
+        name="kv-cache-pressure",
+        signal="kv_cache",
+        kind=RuleKind.OUTLIER,
+        threshold="1.5",
+        clear="1.2",
+        window="15m",
+        requires_traffic=True,
+    ),
+)
+
+DEFAULT_POLICY_SPEC = RecyclePolicySpec(
+    health=HealthSpec(
+        quorum=2,
+        warmup="10m",
+        min_request_rate="100m",
+        stale_after="2m",
+        queries=DEFAULT_QUERIES,
+        rules=list(DEFAULT_RULES),
+    ),
+    disruption=DisruptionSpec(
+        max_unavailable=1,
+        min_available="75%",
+        cooldown="1h",
+        max_recycles_per_hour=4,
+        max_degraded_percent=50,
+        flap_window="30m",
+    ),
+    recycle=RecycleSpec(
+        drain_timeout="2m",
+        checkpoint_timeout="1m",
+        ready_timeout="10m",
+        verify_window="15m",
+        fallback_to_recreate=True,
+    ),
+    dry_run=False,
+)

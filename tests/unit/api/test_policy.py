@@ -1,0 +1,161 @@
+import pytest
+from pydantic import ValidationError
+
+from infercycle.api.defaults import DEFAULT_POLICY_SPEC
+from infercycle.api.policy import (
+    DisruptionPolicy,
+    DisruptionSpec,
+    HealthSpec,
+    PolicyError,
+    RecyclePolicySpec,
+    RuleKind,
+    SignalRuleSpec,
+    merge_policy_specs,
+    resolve_policy,
+)
+from infercycle.api.resources import InferenceDeploymentSpec
+
+
+def test_default_policy_resolves_and_reads_every_builtin_query() -> None:
+    policy = resolve_policy()
+    assert policy.health.quorum == 2
+    assert {rule.signal for rule in policy.health.rules} <= set(policy.health.queries)
+    assert set(policy.health.queries) == set((DEFAULT_POLICY_SPEC.health or HealthSpec()).queries or {})
+    assert policy.sources == ("built-in defaults",)
+
+
+def test_deployment_overrides_policy_field_by_field() -> None:
+    cluster = RecyclePolicySpec(
+        health=HealthSpec(warmup="20m", rules=[SignalRuleSpec(name="memory-leak", threshold="1Gi")]),
+        disruption=DisruptionSpec(cooldown="2h", max_recycles_per_hour=2),
+    )
+    deployment = RecyclePolicySpec(
+        health=HealthSpec(rules=[SignalRuleSpec(name="memory-leak", window="2h")]),
+        disruption=DisruptionSpec(max_recycles_per_hour=1),
+    )
+    policy = resolve_policy(cluster, deployment, sources=("rcp/fleet", "infd/ns/x"))
+    leak = next(rule for rule in policy.health.rules if rule.name == "memory-leak")
+    assert leak.threshold == 2**30  # from the cluster policy
+    assert leak.window_s == 7200  # from the deployment
+    assert leak.kind is RuleKind.GROWTH  # from the built-in default
+    assert leak.sufficient  # untouched default
+    assert policy.health.warmup_s == 1200
+    assert policy.disruption.cooldown_s == 7200
+    assert policy.disruption.max_recycles_per_hour == 1
+    assert policy.sources == ("built-in defaults", "rcp/fleet", "infd/ns/x")
+
+
+def test_unset_is_not_the_same_as_false() -> None:
+    cluster = RecyclePolicySpec(dry_run=True)
+    assert resolve_policy(cluster, RecyclePolicySpec()).dry_run is True
+    assert resolve_policy(cluster, RecyclePolicySpec(dry_run=False)).dry_run is False
+
+
+def test_rule_can_be_switched_off_by_an_override() -> None:
+    off = RecyclePolicySpec(
+        health=HealthSpec(rules=[SignalRuleSpec(name="cpu-outlier", enabled=False)])
+    )
+    names = {rule.name for rule in resolve_policy(off).health.rules}
+    assert "cpu-outlier" not in names
+    assert "memory-leak" in names
+
+
+def test_queries_merge_by_signal_and_custom_signal_needs_a_query() -> None:
+    custom = RecyclePolicySpec(
+        health=HealthSpec(
+            queries={"queue_depth": "sum by (namespace, pod) (tgi_queue_size)"},
+            rules=[
+                SignalRuleSpec(
+                    name="queue", signal="queue_depth", kind=RuleKind.ABOVE, threshold="50", window="5m"
+                )
+            ],
+        )
+    )
+    policy = resolve_policy(custom)
+    assert "queue_depth" in policy.health.queries
+    assert "memory" in policy.health.queries
+    missing = RecyclePolicySpec(
+        health=HealthSpec(
+            rules=[SignalRuleSpec(name="q", signal="nope", kind=RuleKind.ABOVE, threshold="1", window="1m")]
+        )
+    )
+    with pytest.raises(PolicyError, match=r"health.rules\[q\].signal: 'nope' has no query"):
+        resolve_policy(missing)
+
+
+def test_new_rule_must_be_complete_and_names_what_is_missing() -> None:
+    partial = RecyclePolicySpec(health=HealthSpec(rules=[SignalRuleSpec(name="mine", signal="cpu")]))
+    with pytest.raises(PolicyError, match=r"health.rules\[mine\]: missing kind, threshold, window"):
+        resolve_policy(partial)
+
+
+@pytest.mark.parametrize(
+    ("kind", "threshold", "clear", "message"),
+    [
+        (RuleKind.ABOVE, "10", "12", "at or below the threshold"),
+        (RuleKind.BELOW, "10", "8", "at or above the threshold"),
+        (RuleKind.OUTLIER, "0.8", None, "a ratio above 1"),
+    ],
+)
+def test_clear_level_must_be_on_the_healthy_side(
+    kind: RuleKind, threshold: str, clear: str | None, message: str
+) -> None:
+    spec = RecyclePolicySpec(
+        health=HealthSpec(
+            rules=[SignalRuleSpec(name="r", signal="cpu", kind=kind, threshold=threshold, clear=clear, window="1m")]
+        )
+    )
+    with pytest.raises(PolicyError, match=message):
+        resolve_policy(spec)
+
+
+def test_bad_strings_are_refused_with_the_field_and_the_form() -> None:
+    with pytest.raises(ValidationError) as error:
+        HealthSpec.model_validate({"warmup": "ten minutes"})
+    assert "warmup" in str(error.value)
+    assert '"5m"' in str(error.value)
+    with pytest.raises(ValidationError, match="maxUnavailable"):
+        DisruptionSpec.model_validate({"maxUnavailable": "lots"})
+    with pytest.raises(ValidationError, match="unique"):
+        HealthSpec.model_validate({"rules": [{"name": "a"}, {"name": "a"}]})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        HealthSpec.model_validate({"quorun": 2})
+
+
+@pytest.mark.parametrize(
+    ("value", "replicas", "unavailable", "available"),
+    [(1, 8, 1, 1), ("25%", 8, 2, 2), ("25%", 3, 1, 1), ("75%", 8, 6, 6), ("0%", 4, 1, 0)],
+)
+def test_percentages_scale_with_replicas(
+    value: int | str, replicas: int, unavailable: int, available: int
+) -> None:
+    policy = DisruptionPolicy(max_unavailable=value, min_available=value)
+    assert policy.max_unavailable_for(replicas) == unavailable
+    assert policy.min_available_for(replicas) == available
+
+
+def test_merge_is_associative_over_layers() -> None:
+    a = RecyclePolicySpec(disruption=DisruptionSpec(cooldown="1h"))
+    b = RecyclePolicySpec(disruption=DisruptionSpec(max_recycles_per_hour=3))
+    c = RecyclePolicySpec(disruption=DisruptionSpec(cooldown="5m"))
+    merged = merge_policy_specs(a, b, c)
+    assert merged.disruption is not None
+    assert merged.disruption.cooldown == "5m"
+    assert merged.disruption.max_recycles_per_hour == 3
+
+
+def test_deployment_spec_parses_camel_case_and_is_frozen() -> None:
+    spec = InferenceDeploymentSpec.model_validate(
+        {
+            "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]}},
+            "restartStrategy": "Recreate",
+            "sessionStore": {"size": "10Gi"},
+            "disruption": {"minAvailable": 2},
+            "policyRef": {"name": "fleet"},
+        }
+    )
+    assert spec.restart_strategy == "Recreate"
+    assert spec.policy_layer().disruption == DisruptionSpec(min_available=2)
+    with pytest.raises(ValidationError):
+        spec.replicas = 4  # type: ignore[misc]
