@@ -75,9 +75,7 @@ def _convert(node: Mapping[str, Any], definitions: Mapping[str, Any], name: str 
         merged = {key: value for key, value in node.items() if key != "anyOf"}
         if len(options) == 1:
             inner = _convert(options[0], definitions, None)
-            inner.update(
-                {key: value for key, value in merged.items() if key not in _DROPPED_KEYS}
-            )
+            inner.update({key: value for key, value in merged.items() if key not in _DROPPED_KEYS})
             if inner.get("x-kubernetes-int-or-string"):
                 inner.pop("anyOf", None)
             return inner
@@ -97,7 +95,10 @@ def _convert(node: Mapping[str, Any], definitions: Mapping[str, Any], name: str 
                 prop: _convert(sub, definitions, None) for prop, sub in value.items()
             }
             for prop, list_key in _LIST_MAP_KEYS.items():
-                if prop in result["properties"] and result["properties"][prop].get("type") == "array":
+                if (
+                    prop in result["properties"]
+                    and result["properties"][prop].get("type") == "array"
+                ):
                     result["properties"][prop]["x-kubernetes-list-type"] = "map"
                     result["properties"][prop]["x-kubernetes-list-map-keys"] = [list_key]
         elif key == "items":

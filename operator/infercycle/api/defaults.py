@@ -32,6 +32,7 @@ DEFAULT_QUERIES: dict[str, str] = {
         "(rate(vllm:e2e_request_latency_seconds_bucket[5m])))"
     ),
     "kv_cache": "max by (namespace, pod) (vllm:kv_cache_usage_perc)",
+    "requests_running": "sum by (namespace, pod) (vllm:num_requests_running)",
     "request_rate": "sum by (namespace, pod) (rate(vllm:request_success_total[5m]))",
     "error_rate": (
         "sum by (namespace, pod) (rate(vllm:request_failure_total[5m])) / "

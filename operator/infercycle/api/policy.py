@@ -33,6 +33,7 @@ BUILTIN_SIGNALS = (
     "kv_cache",
     "request_rate",
     "error_rate",
+    "requests_running",
 )
 
 
@@ -87,8 +88,10 @@ class SignalRuleSpec(ApiModel):
     ] = None
     window: Annotated[
         Duration | None,
-        Field(default=None, description="Sustain window (above/below/baseline/outlier) or fit "
-              "window (growth)."),
+        Field(
+            default=None,
+            description="Sustain window (above/below/baseline/outlier) or fit window (growth).",
+        ),
     ] = None
     sustain: Annotated[
         Duration | None,
@@ -259,8 +262,12 @@ class RecycleSpec(ApiModel):
 
 class LabelSelectorRequirement(ApiModel):
     key: Annotated[str, Field(max_length=317)]
-    operator: Annotated[str, Field(json_schema_extra={"enum": ["In", "NotIn", "Exists", "DoesNotExist"]})]
-    values: Annotated[list[Annotated[str, Field(max_length=63)]] | None, Field(max_length=64)] = None
+    operator: Annotated[
+        str, Field(json_schema_extra={"enum": ["In", "NotIn", "Exists", "DoesNotExist"]})
+    ]
+    values: Annotated[list[Annotated[str, Field(max_length=63)]] | None, Field(max_length=64)] = (
+        None
+    )
 
 
 class LabelSelector(ApiModel):
@@ -269,9 +276,7 @@ class LabelSelector(ApiModel):
     match_labels: Annotated[
         dict[str, Annotated[str, Field(max_length=63)]] | None, Field(max_length=64)
     ] = None
-    match_expressions: Annotated[
-        list[LabelSelectorRequirement] | None, Field(max_length=16)
-    ] = None
+    match_expressions: Annotated[list[LabelSelectorRequirement] | None, Field(max_length=16)] = None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         for key, value in (self.match_labels or {}).items():
@@ -279,11 +284,11 @@ class LabelSelector(ApiModel):
                 return False
         for requirement in self.match_expressions or ():
             present = requirement.key in labels
-            value = labels.get(requirement.key)
+            current = labels.get(requirement.key)
             values = requirement.values or []
-            if requirement.operator == "In" and value not in values:
+            if requirement.operator == "In" and current not in values:
                 return False
-            if requirement.operator == "NotIn" and present and value in values:
+            if requirement.operator == "NotIn" and present and current in values:
                 return False
             if requirement.operator == "Exists" and not present:
                 return False
@@ -365,11 +370,7 @@ class HealthPolicy:
     @property
     def longest_window_s(self) -> float:
         longest = max(
-            [
-                max(rule.window_s, rule.sustain_s + rule.window_s)
-                for rule in self.rules
-            ]
-            or [0.0]
+            [max(rule.window_s, rule.sustain_s + rule.window_s) for rule in self.rules] or [0.0]
         )
         return max(longest, self.warmup_s)
 
@@ -460,7 +461,7 @@ def _merge_rules(
 ) -> list[SignalRuleSpec]:
     by_name = {rule.name: rule for rule in base}
     for rule in override:
-        by_name[rule.name] = _overlay(by_name.get(rule.name), rule)
+        by_name[rule.name] = _overlay(by_name.get(rule.name), rule) or rule
     return list(by_name.values())
 
 
@@ -496,7 +497,9 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
     if spec.enabled is False:
         return None
     missing = [
-        _camel(name) for name in ("signal", "kind", "threshold", "window") if getattr(spec, name) is None
+        _camel(name)
+        for name in ("signal", "kind", "threshold", "window")
+        if getattr(spec, name) is None
     ]
     if missing:
         msg = (
@@ -524,7 +527,7 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
         msg = f"{where}.clear: {spec.clear} must be at or below the threshold {spec.threshold} for a '{kind.value}' rule"
         raise PolicyError(msg)
     if kind in (RuleKind.BASELINE, RuleKind.OUTLIER) and threshold <= 1:
-        msg = f"{where}.threshold: a {kind.value} threshold is a ratio above 1, such as \"1.5\""
+        msg = f'{where}.threshold: a {kind.value} threshold is a ratio above 1, such as "1.5"'
         raise PolicyError(msg)
     if (spec.limit is None) != (spec.time_to_limit is None):
         msg = f"{where}: limit and timeToLimit go together; set both or neither"

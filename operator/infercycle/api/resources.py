@@ -167,7 +167,13 @@ class Condition(ApiModel):
 
     type: Annotated[str, Field(max_length=316)]
     status: ConditionStatus
-    reason: Annotated[str, Field(max_length=1024, json_schema_extra={"pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"})]
+    reason: Annotated[
+        str,
+        Field(
+            max_length=1024,
+            json_schema_extra={"pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+        ),
+    ]
     message: Annotated[str, Field(max_length=32768)] = ""
     last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     observed_generation: Annotated[int | None, Field(ge=0)] = None
@@ -184,18 +190,20 @@ class PodHealthSummary(ApiModel):
     name: Annotated[str, Field(max_length=253)]
     uid: Annotated[str | None, Field(max_length=64)] = None
     verdict: PodVerdict
-    reasons: Annotated[list[Annotated[str, Field(max_length=512)]] | None, Field(max_length=MAX_REASONS)] = None
+    reasons: Annotated[
+        list[Annotated[str, Field(max_length=512)]] | None, Field(max_length=MAX_REASONS)
+    ] = None
     since: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] = None
     recycles: Annotated[int | None, Field(ge=0)] = None
 
 
 class RecycleStep(StrEnum):
-    PLANNED = "Planned"
     DRAINING = "Draining"
     CHECKPOINTING = "Checkpointing"
     RESTARTING = "Restarting"
-    VERIFYING = "Verifying"
+    WAITING_READY = "WaitingReady"
     UNDRAINING = "Undraining"
+    VERIFYING = "Verifying"
 
 
 class CheckpointRecord(ApiModel):
@@ -215,7 +223,9 @@ class RecycleOperation(ApiModel):
     started_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     step_started_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     reasons: Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=MAX_REASONS)]
-    restart_count: Annotated[int | None, Field(ge=0, description="Server container restarts before.")] = None
+    restart_count: Annotated[
+        int | None, Field(ge=0, description="Server container restarts before.")
+    ] = None
     restart_requested: Annotated[bool | None, Field(description="The restart was issued.")] = None
     new_uid: Annotated[str | None, Field(max_length=64)] = None
     checkpoint: CheckpointRecord | None = None
@@ -228,6 +238,7 @@ class RecycleResult(StrEnum):
     ESCALATED = "Escalated"
     FAILED = "Failed"
     ABANDONED = "Abandoned"
+    DRY_RUN = "DryRun"
 
 
 class RecycleRecord(ApiModel):
@@ -247,8 +258,12 @@ class InferenceDeploymentStatus(ApiModel):
     replicas: Annotated[int | None, Field(ge=0)] = None
     ready_replicas: Annotated[int | None, Field(ge=0)] = None
     degraded_replicas: Annotated[int | None, Field(ge=0)] = None
-    selector: Annotated[str | None, Field(max_length=1024, description="For the scale subresource.")] = None
-    policy: Annotated[str | None, Field(max_length=1024, description="Effective policy layers.")] = None
+    selector: Annotated[
+        str | None, Field(max_length=1024, description="For the scale subresource.")
+    ] = None
+    policy: Annotated[
+        str | None, Field(max_length=1024, description="Effective policy layers.")
+    ] = None
     last_evaluation: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] = None
     pods: Annotated[list[PodHealthSummary] | None, Field(max_length=MAX_POD_SUMMARIES)] = None
     operation: RecycleOperation | None = None
@@ -270,7 +285,7 @@ class ObjectMeta(ApiModel):
 
 
 class InferenceDeployment(ApiModel):
-    api_version: Literal["infercycle.io/v1alpha1"] = API_VERSION
+    api_version: Literal["infercycle.io/v1alpha1"] = "infercycle.io/v1alpha1"
     kind: Literal["InferenceDeployment"] = "InferenceDeployment"
     metadata: ObjectMeta
     spec: InferenceDeploymentSpec
@@ -278,7 +293,7 @@ class InferenceDeployment(ApiModel):
 
 
 class RecyclePolicy(ApiModel):
-    api_version: Literal["infercycle.io/v1alpha1"] = API_VERSION
+    api_version: Literal["infercycle.io/v1alpha1"] = "infercycle.io/v1alpha1"
     kind: Literal["RecyclePolicy"] = "RecyclePolicy"
     metadata: ObjectMeta
     spec: RecyclePolicySpec

@@ -7,6 +7,7 @@ numbers once, at the edge, and give errors that say which form is expected.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
@@ -113,3 +114,14 @@ Quantity = Annotated[
     Field(max_length=32, json_schema_extra={"pattern": QUANTITY_PATTERN}),
     AfterValidator(_check_quantity),
 ]
+
+
+def to_timestamp(seconds: float) -> str:
+    """RFC 3339 UTC with second precision, as Kubernetes writes times."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_timestamp(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (``Z`` or an offset)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,157 @@
+"""kopf wiring, thin: watches feed the registry, create/update keep the children in sync, and one
+background task runs the fleet cycle. Decisions live in health/ and recycle/; I/O in kube/, prom/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from infercycle.api.resources import GROUP, VERSION
+from infercycle.controller import FleetController
+from infercycle.kube.workload import DEPLOYMENT_LABEL
+
+log = logging.getLogger("infercycle.handlers")
+INFD = (GROUP, VERSION, "inferencedeployments")
+RCP = (GROUP, VERSION, "recyclepolicies")
+
+_runtime: dict[str, Any] = {}
+
+
+def install(controller: FleetController, namespaces: list[str]) -> None:
+    """Hand the controller to the handlers before kopf starts."""
+    _runtime["controller"] = controller
+    _runtime["namespaces"] = set(namespaces)
+
+
+def _controller() -> FleetController:
+    controller = _runtime.get("controller")
+    if not isinstance(controller, FleetController):
+        msg = "handlers used before install(): start the operator with `infercycle run`"
+        raise kopf.PermanentError(msg)
+    return controller
+
+
+def _watched(namespace: str | None) -> bool:
+    wanted: set[str] = _runtime.get("namespaces") or set()
+    return not wanted or namespace in wanted
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8
+    controller = _controller()
+    _runtime["task"] = asyncio.create_task(_cycle_forever(controller), name="infercycle-cycle")
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    task = _runtime.pop("task", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _cycle_forever(controller: FleetController) -> None:
+    interval = controller.settings.cycle_interval_s
+    await asyncio.sleep(min(interval, 2.0))  # let the watches list what exists first
+    while True:
+        started = time.monotonic()
+        try:
+            await controller.run_cycle()
+        except Exception:
+            log.exception("evaluation cycle failed; the next one starts on schedule")
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+@kopf.on.probe(id="lastCycleSecondsAgo")
+def last_cycle(**_: Any) -> float | None:
+    from infercycle import fleet_metrics  # noqa: PLC0415
+
+    stamp = fleet_metrics.LAST_CYCLE._value.get()  # noqa: SLF001 - one gauge, read back
+    return round(time.time() - stamp, 1) if stamp else None
+
+
+# -- watches feeding the registry ------------------------------------------------------------
+
+
+@kopf.on.event(*INFD)
+def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+    namespace, name = body.metadata.namespace, body.metadata.name
+    if not _watched(namespace) or namespace is None or name is None:
+        return
+    registry = _controller().registry
+    if type == "DELETED":
+        registry.deployments.pop((namespace, name), None)
+    else:
+        registry.deployments[(namespace, name)] = dict(body)
+
+
+@kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+    if _watched(body.metadata.namespace):
+        _controller().registry.put_pod(dict(body), deleted=type == "DELETED")
+
+
+@kopf.on.event(*RCP)
+def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+    policies = _controller().registry.policies
+    name = body.metadata.name
+    if name is None:
+        return
+    if type == "DELETED":
+        policies.pop(name, None)
+    else:
+        policies[name] = dict(body.get("spec") or {})
+
+
+@kopf.on.event("", "v1", "namespaces")
+def namespace_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+    namespaces = _controller().registry.namespaces
+    name = body.metadata.name
+    if name is None:
+        return
+    if type == "DELETED":
+        namespaces.pop(name, None)
+    else:
+        namespaces[name] = dict(body.metadata.labels or {})
+
+
+# -- owned objects ---------------------------------------------------------------------------
+
+
+@kopf.on.resume(*INFD)
+@kopf.on.create(*INFD)
+@kopf.on.update(*INFD, field="spec")
+async def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    if not _watched(body.metadata.namespace):
+        return
+    try:
+        await asyncio.to_thread(_controller().reconcile_children, dict(body))
+    except ValueError as error:  # invalid spec or policy: say so; retrying will not help
+        kopf.warn(dict(body), reason="PolicyInvalid", message=str(error))
+        raise kopf.PermanentError(str(error)) from error
+    except Exception as error:
+        logger.warning("children of %s not reconciled yet: %s", body.metadata.name, error)
+        raise kopf.TemporaryError(f"reconcile failed: {error}", delay=15) from error
+
+
+@kopf.on.delete(*INFD)
+def deleted(body: kopf.Body, **_: Any) -> None:
+    """Children go with their owner (owner references); the engine forgets the fleet."""
+    namespace, name = body.metadata.namespace, body.metadata.name
+    if namespace is not None and name is not None:
+        _controller().forget((namespace, name))

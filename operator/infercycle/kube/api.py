@@ -1,0 +1,272 @@
+"""Kubernetes reads and writes, through the official client (blocking; callers use threads)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from infercycle.api.resources import GROUP, VERSION
+from infercycle.kube.workload import SERVING_LABEL, TOKEN_KEY, Manifest, agent_secret_name
+from infercycle.recycle.fleet import PodState
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER = "infercycle"
+PLURAL = "inferencedeployments"
+
+
+class EvictionOutcome(StrEnum):
+    EVICTED = "Evicted"
+    BLOCKED = "Blocked"  # 429: the PodDisruptionBudget refuses it now
+    GONE = "Gone"  # the pod (or this UID of it) no longer exists
+
+
+class ConflictError(RuntimeError):
+    """The object changed since it was read; read it again and retry."""
+
+
+def load_config(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    configuration.retries = 3
+    return kubernetes.client.ApiClient(configuration)
+
+
+@dataclass
+class KubeApi:
+    client: kubernetes.client.ApiClient
+
+    def __post_init__(self) -> None:
+        # The client's generated signatures want model objects; plain dicts are what it sends.
+        self.core: Any = kubernetes.client.CoreV1Api(self.client)
+        self.apps: Any = kubernetes.client.AppsV1Api(self.client)
+        self.policy: Any = kubernetes.client.PolicyV1Api(self.client)
+        self.custom: Any = kubernetes.client.CustomObjectsApi(self.client)
+        self.requests = 0
+
+    # -- owned objects -------------------------------------------------------------------------
+
+    def apply(self, manifest: Manifest) -> None:
+        """Server-side apply under our field manager; we own exactly the fields we set."""
+        self.requests += 1
+        kind = manifest["kind"]
+        name = manifest["metadata"]["name"]
+        namespace = manifest["metadata"]["namespace"]
+        options: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "force": True,
+            "_content_type": "application/apply-patch+yaml",
+        }
+        if kind == "StatefulSet":
+            self.apps.patch_namespaced_stateful_set(name, namespace, manifest, **options)
+        elif kind == "Service":
+            self.core.patch_namespaced_service(name, namespace, manifest, **options)
+        elif kind == "PodDisruptionBudget":
+            self.policy.patch_namespaced_pod_disruption_budget(name, namespace, manifest, **options)
+        elif kind == "Secret":
+            self.core.patch_namespaced_secret(name, namespace, manifest, **options)
+        else:
+            msg = f"no apply for kind {kind}"
+            raise ValueError(msg)
+
+    def ensure_agent_token(self, name: str, namespace: str, owner: Manifest) -> str:
+        """The deployment's agent token: created once, never rotated behind the agents' back."""
+        secret_name = agent_secret_name(name)
+        self.requests += 1
+        try:
+            secret = self.core.read_namespaced_secret(secret_name, namespace)
+            data = secret.data or {}
+            if TOKEN_KEY in data:
+                import base64  # noqa: PLC0415
+
+                return base64.b64decode(data[TOKEN_KEY]).decode()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        token = secrets.token_urlsafe(32)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": secret_name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "infercycle"},
+                "ownerReferences": [owner],
+            },
+            "stringData": {TOKEN_KEY: token},
+        }
+        self.requests += 1
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+        except ApiException as error:
+            if error.status == 409:  # created meanwhile: use theirs
+                return self.ensure_agent_token(name, namespace, owner)
+            raise
+        return token
+
+    # -- pods ----------------------------------------------------------------------------------
+
+    def set_serving(self, namespace: str, pod: str, uid: str, serving: bool) -> bool:
+        """Flip the label the client Service selects on; False when that pod UID is gone."""
+        patch = {
+            "metadata": {"uid": uid, "labels": {SERVING_LABEL: "true" if serving else "false"}}
+        }
+        self.requests += 1
+        try:
+            self.core.patch_namespaced_pod(pod, namespace, patch)
+        except ApiException as error:
+            if error.status in (404, 409, 422):
+                return False
+            raise
+        return True
+
+    def evict(self, namespace: str, pod: str, uid: str) -> EvictionOutcome:
+        """Evict through the Eviction API, only this UID: a recreated pod is never touched."""
+        body = kubernetes.client.V1Eviction(
+            metadata=kubernetes.client.V1ObjectMeta(name=pod, namespace=namespace),
+            delete_options=kubernetes.client.V1DeleteOptions(
+                preconditions=kubernetes.client.V1Preconditions(uid=uid)
+            ),
+        )
+        self.requests += 1
+        try:
+            self.core.create_namespaced_pod_eviction(pod, namespace, body)
+        except ApiException as error:
+            if error.status == 429:
+                return EvictionOutcome.BLOCKED
+            if error.status in (404, 409):
+                return EvictionOutcome.GONE
+            raise
+        return EvictionOutcome.EVICTED
+
+    def read_pod(self, namespace: str, pod: str) -> dict[str, Any] | None:
+        self.requests += 1
+        try:
+            response = self.core.read_namespaced_pod(pod, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(json.loads(response.data))
+
+    # -- the custom resource -------------------------------------------------------------------
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.requests += 1
+        try:
+            return dict(
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch status; with a resourceVersion the write fails if anyone wrote since."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.requests += 1
+        try:
+            return dict(
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    body,
+                    _content_type="application/merge-patch+json",
+                )
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(f"{namespace}/{name} changed since it was read") from error
+            raise
+
+    def post_event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event on the object, as `kubectl describe` shows them."""
+        metadata = involved["metadata"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body: dict[str, Any] = {
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata.get("namespace") or "default",
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": metadata["name"],
+                "namespace": metadata.get("namespace"),
+                "uid": metadata.get("uid"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "infercycle"},
+            "reportingComponent": "infercycle.io/operator",
+            "reportingInstance": "infercycle",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.requests += 1
+        try:
+            self.core.create_namespaced_event(body["metadata"]["namespace"], body)
+        except ApiException as error:  # an event is never worth failing a recycle for
+            log.warning("event %s on %s not posted: %s", reason, metadata["name"], error.reason)
+
+
+def pod_state(pod: dict[str, Any], server_container: str) -> PodState:
+    """Reduce a pod object to what the decisions read."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    labels = metadata.get("labels") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    restarts = 0
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == server_container:
+            restarts = int(container.get("restartCount") or 0)
+    started = status.get("startTime")
+    started_at = _seconds(started) if started else None
+    return PodState(
+        name=metadata.get("name", ""),
+        uid=metadata.get("uid", ""),
+        ready=conditions.get("Ready") == "True",
+        serving=labels.get(SERVING_LABEL, "true") == "true",
+        running=status.get("phase") == "Running",
+        terminating=metadata.get("deletionTimestamp") is not None,
+        started_at=started_at,
+        restart_count=restarts,
+        pod_ip=status.get("podIP"),
+        node=(pod.get("spec") or {}).get("nodeName"),
+    )
+
+
+def _seconds(stamp: str) -> float:
+    from infercycle.api.units import from_timestamp  # noqa: PLC0415
+
+    return from_timestamp(stamp)
