@@ -17,7 +17,7 @@ def _crds(args: argparse.Namespace) -> int:
     target = Path(args.directory)
     rendered = render_crds()
     if args.check:
-        drift = []
+        drift: list[str] = []
         for name, text in rendered.items():
             path = target / name
             current = path.read_text() if path.exists() else ""
@@ -49,25 +49,25 @@ def _crds(args: argparse.Namespace) -> int:
 def _replay(rest: Sequence[str]) -> int:
     from infercycle.replay import main  # noqa: PLC0415
 
-    return main(list(rest))
+    return int(main(list(rest)))
 
 
 def _agent(rest: Sequence[str]) -> int:
     from infercycle.agent.server import main  # noqa: PLC0415
 
-    return main(list(rest))
+    return int(main(list(rest)))
 
 
 def _run(rest: Sequence[str]) -> int:
     from infercycle.runner import main  # noqa: PLC0415
 
-    return main(list(rest))
+    return int(main(list(rest)))
 
 
 def _explain(rest: Sequence[str]) -> int:
     from infercycle.explain import main  # noqa: PLC0415
 
-    return main(list(rest))
+    return int(main(list(rest)))
 
 
 PASSTHROUGH = {"replay": _replay, "agent": _agent, "run": _run, "explain": _explain}

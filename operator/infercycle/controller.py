@@ -36,7 +36,7 @@ from infercycle.api.units import from_timestamp, to_timestamp
 from infercycle.health.engine import HealthEngine, PodKey, Verdict
 from infercycle.kube import workload
 from infercycle.kube.api import ConflictError, EvictionOutcome, KubeApi, pod_state
-from infercycle.prom.reader import FleetSnapshot, PrometheusReader
+from infercycle.prom.reader import FleetSnapshot, PrometheusReader, range_series
 from infercycle.recycle import machine
 from infercycle.recycle.conditions import set_condition
 from infercycle.recycle.fleet import PastRecycle, PodJudgement, PodState
@@ -158,7 +158,7 @@ class FleetController:
         )
         if choice.error:
             raise PolicyError(choice.error)
-        sources = (f"RecyclePolicy/{choice.name}",) if choice.name else ()
+        sources: tuple[str, ...] = (f"RecyclePolicy/{choice.name}",) if choice.name else ()
         sources += (f"InferenceDeployment/{metadata['name']}",)
         return resolve_policy(choice.spec, spec.policy_layer(), sources=sources)
 
@@ -197,6 +197,9 @@ class FleetController:
                 promql = health.queries.get(signal)
                 if promql:
                     queries[_query_label(signal, promql, queries)] = promql
+        await self._backfill(
+            [c for c in contexts if c.policy is not None and c.key not in self.states]
+        )
         snapshot = await self.reader.snapshot(queries) if contexts else None
         if snapshot is not None:
             self.running_requests = {}
@@ -223,6 +226,49 @@ class FleetController:
         metrics.LAST_CYCLE.set(time.time())
         self.last_cycle = {"seconds": elapsed, "deployments": len(contexts)}
         return snapshot
+
+    async def _backfill(self, contexts: list[Context]) -> None:
+        """New engines start from Prometheus' history, not from nothing: after an operator
+        restart a leak that was 50 minutes into its 1 h window is still 50 minutes in."""
+        if not contexts:
+            return
+        for context in contexts:
+            self._state(context)
+        end = time.time()
+        step = self.settings.cycle_interval_s
+        wanted: dict[str, list[tuple[Context, str]]] = {}
+        longest = 0.0
+        for context in contexts:
+            assert context.policy is not None
+            health = context.policy.health
+            longest = max(longest, health.longest_window_s)
+            for signal in health.signals:
+                promql = health.queries.get(signal)
+                if promql:
+                    wanted.setdefault(promql, []).append((context, signal))
+        start = end - longest
+
+        async def one(promql: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
+            try:
+                return await asyncio.wait_for(
+                    asyncio.to_thread(range_series, self.reader, promql, start, end, step),
+                    timeout=self.settings.query_timeout_s * 3,
+                )
+            except Exception as error:  # noqa: BLE001 - history is a bonus; live data follows
+                log.warning("history not loaded for %s: %s", promql[:80], error)
+                return {}
+
+        texts = list(wanted)
+        answers = await asyncio.gather(*(one(text) for text in texts))
+        for text, series in zip(texts, answers, strict=True):
+            for context, signal in wanted[text]:
+                engine = self.states[context.key].engine
+                for pod in context.pods:
+                    points = series.get((context.key[0], pod.name), [])
+                    started = pod.started_at or end
+                    usable = [(t, v) for t, v in points if t >= started]
+                    if usable and pod.running:
+                        engine.observe_series(_key(pod), started, signal, usable)
 
     def _state(self, context: Context) -> DeploymentState:
         assert context.policy is not None
@@ -675,7 +721,6 @@ class FleetController:
                 )
             elif move.event:
                 await self._event(body, *move.event)
-            return False
         return False
 
     async def _reread(self, context: Context) -> dict[str, Any]:
@@ -708,8 +753,6 @@ class FleetController:
             result = await client.checkpoint()
         except (AgentError, AgentUnavailable) as error:
             return None, str(error)
-        finally:
-            await client.close()
         return (
             CheckpointRecord(
                 id=result.id[:128],
@@ -728,8 +771,6 @@ class FleetController:
             await client.restart()
         except (AgentError, AgentUnavailable) as error:
             return str(error)
-        finally:
-            await client.close()
         return None
 
     def _requests_running(self, context: Context, pod: str) -> float | None:
@@ -911,3 +952,82 @@ def _first_error(error: ValidationError) -> str:
 
 def _pod_name(pod: dict[str, Any]) -> str:
     return str((pod.get("metadata") or {}).get("name", ""))
+
+
+async def explain(controller: FleetController, key: DeploymentKey) -> dict[str, Any]:
+    """Everything `infercycle explain` prints, from the same code paths as the live cycle."""
+    body = controller.registry.deployments.get(key)
+    if body is None:
+        msg = f"InferenceDeployment {key[0]}/{key[1]} not found"
+        raise LookupError(msg)
+    context = controller._context(key, body)  # noqa: SLF001 - same module family
+    report: dict[str, Any] = {"deployment": f"{key[0]}/{key[1]}"}
+    if context.policy is None:
+        report["error"] = context.error
+        return report
+    policy = context.policy
+    await controller._backfill([context])  # noqa: SLF001
+    state = controller.states[key]
+    queries: dict[str, str] = {}
+    for signal in (*policy.health.signals, "requests_running"):
+        promql = policy.health.queries.get(signal)
+        if promql:
+            queries[signal] = promql
+    snapshot = await controller.reader.snapshot(queries)
+    verdicts, ok, reason, message = controller._evaluate(  # noqa: SLF001
+        context, state, snapshot, queries, time.time()
+    )
+    report["policy"] = {
+        "sources": list(policy.sources),
+        "dryRun": policy.dry_run or controller.settings.dry_run,
+        "quorum": policy.health.quorum,
+        "warmupSeconds": policy.health.warmup_s,
+        "minRequestRate": policy.health.min_request_rate,
+        "staleAfterSeconds": policy.health.stale_after_s,
+        "rules": [
+            {
+                "name": rule.name,
+                "signal": rule.signal,
+                "kind": rule.kind.value,
+                "rule": rule.describe(),
+                "sufficient": rule.sufficient,
+                "requiresTraffic": rule.requires_traffic,
+            }
+            for rule in policy.health.rules
+        ],
+        "disruption": {
+            "maxUnavailable": policy.disruption.max_unavailable,
+            "minAvailable": policy.disruption.min_available,
+            "cooldownSeconds": policy.disruption.cooldown_s,
+            "maxRecyclesPerHour": policy.disruption.max_recycles_per_hour,
+            "maxDegradedPercent": policy.disruption.max_degraded_percent,
+            "flapWindowSeconds": policy.disruption.flap_window_s,
+        },
+    }
+    report["metrics"] = {"available": ok, "reason": reason, "message": message}
+    pods = []
+    for pod in context.pods:
+        verdict = verdicts.get(_key(pod))
+        pods.append(
+            {
+                "name": pod.name,
+                "uid": pod.uid,
+                "ready": pod.ready,
+                "serving": pod.serving,
+                "verdict": _verdict_label(verdict),
+                "reasons": _reason_texts(verdict),
+                "rules": [
+                    {
+                        "rule": evaluation.rule.name,
+                        "state": evaluation.state.value,
+                        "observed": evaluation.observed,
+                        "level": evaluation.level,
+                        "text": evaluation.describe(),
+                    }
+                    for evaluation in (verdict.evaluations if verdict else ())
+                ],
+            }
+        )
+    report["pods"] = pods
+    report["operation"] = (body.get("status") or {}).get("operation")
+    return report

@@ -109,9 +109,7 @@ def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A00
 @kopf.on.event(*RCP)
 def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
     policies = _controller().registry.policies
-    name = body.metadata.name
-    if name is None:
-        return
+    name = str(body.metadata.name)
     if type == "DELETED":
         policies.pop(name, None)
     else:
@@ -121,9 +119,7 @@ def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: 
 @kopf.on.event("", "v1", "namespaces")
 def namespace_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
     namespaces = _controller().registry.namespaces
-    name = body.metadata.name
-    if name is None:
-        return
+    name = str(body.metadata.name)
     if type == "DELETED":
         namespaces.pop(name, None)
     else:
@@ -142,7 +138,7 @@ async def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     try:
         await asyncio.to_thread(_controller().reconcile_children, dict(body))
     except ValueError as error:  # invalid spec or policy: say so; retrying will not help
-        kopf.warn(dict(body), reason="PolicyInvalid", message=str(error))
+        kopf.warn(body, reason="PolicyInvalid", message=str(error))
         raise kopf.PermanentError(str(error)) from error
     except Exception as error:
         logger.warning("children of %s not reconciled yet: %s", body.metadata.name, error)

@@ -1,4 +1,4 @@
-"""The agent's settings: command-line flags, each with an ``INFERCYCLE_AGENT_*`` variable as default."""
+"""The agent's settings: command-line flags that default to ``INFERCYCLE_AGENT_*`` variables."""
 
 from __future__ import annotations
 

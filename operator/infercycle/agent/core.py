@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from infercycle.agent.config import AgentConfig
-from infercycle.agent.hook import HookError, HookUnavailable, SessionHook
+from infercycle.agent.hook import HookError, SessionHook
 from infercycle.agent.process import (
-    ProcessDidNotExit,
+    ProcessDidNotExitError,
     ProcessError,
     ProcessInfo,
     ProcessMatcher,
@@ -53,14 +53,14 @@ from infercycle.agent.protocol import (
 from infercycle.agent.store import (
     CheckpointStore,
     Manifest,
-    NoValidCheckpoint,
-    SessionDirUnreadable,
-    SessionDirUnstable,
+    NoValidCheckpointError,
+    SessionDirUnreadableError,
+    SessionDirUnstableError,
     SkippedCheckpoint,
-    StateTooLarge,
-    StorageFull,
-    StorageNotWritable,
-    StorageReadOnly,
+    StateTooLargeError,
+    StorageFullError,
+    StorageNotWritableError,
+    StorageReadOnlyError,
     StoreError,
     boot_id,
 )
@@ -70,13 +70,13 @@ _T = TypeVar("_T")
 RESTORE_MEMO = ".last-restore.json"
 
 _STORE_STATUS: dict[type[StoreError], int] = {
-    StateTooLarge: 413,
-    StorageFull: 507,
-    StorageReadOnly: 503,
-    StorageNotWritable: 503,
-    SessionDirUnstable: 503,
-    SessionDirUnreadable: 503,
-    NoValidCheckpoint: 404,
+    StateTooLargeError: 413,
+    StorageFullError: 507,
+    StorageReadOnlyError: 503,
+    StorageNotWritableError: 503,
+    SessionDirUnstableError: 503,
+    SessionDirUnreadableError: 503,
+    NoValidCheckpointError: 404,
 }
 
 
@@ -133,7 +133,7 @@ def _error_from(error: StoreError | HookError | ProcessError) -> AgentOperationE
     elif isinstance(error, HookError):
         status = 502
     else:
-        status = 504 if isinstance(error, ProcessDidNotExit) else 500
+        status = 504 if isinstance(error, ProcessDidNotExitError) else 500
     return AgentOperationError(status, error.code, error.message)
 
 
@@ -180,7 +180,12 @@ class Agent:
         except OSError as error:
             log.warning(
                 "the checkpoint dir is not usable; checkpoints will fail until it is",
-                extra={"fields": {"checkpointDir": str(self._config.checkpoint_dir), "error": str(error)}},
+                extra={
+                    "fields": {
+                        "checkpointDir": str(self._config.checkpoint_dir),
+                        "error": str(error),
+                    }
+                },
             )
         latest = await asyncio.to_thread(self._store.latest_manifest)
         self._last_checkpoint = latest.summary() if latest is not None else None
@@ -334,7 +339,7 @@ class Agent:
                 manifest, skipped = await asyncio.to_thread(
                     self._store.restore_newest_into, self._session_dir
                 )
-        except NoValidCheckpoint as error:
+        except NoValidCheckpointError as error:
             outcome: RestoreOutcome = "failed" if error.skipped else "none"
             await self._record(
                 RestoreResult(
@@ -381,7 +386,9 @@ class Agent:
         )
         self._memo = memo
         level = logging.INFO if result.result in ("restored", "skipped", "none") else logging.ERROR
-        log.log(level, f"restore {result.result}", extra={"fields": result.to_wire()})
+        fields = result.to_wire()
+        fields["detail"] = fields.pop("message")
+        log.log(level, f"restore {result.result}", extra={"fields": fields})
         try:
             await asyncio.to_thread(self._write_memo, memo)
         except OSError as error:

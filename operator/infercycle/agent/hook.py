@@ -19,7 +19,7 @@ class HookError(Exception):
         self.message = message
 
 
-class HookUnavailable(HookError):
+class HookUnavailableError(HookError):
     code = "session_hook_unreachable"
 
 
@@ -77,11 +77,11 @@ class SessionHook:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise self._unavailable(method, error) from error
 
-    async def is_ready(self, timeout: float = 5.0) -> bool:
+    async def is_ready(self, within: float = 5.0) -> bool:
         """Whether the hook answers a ``GET`` with success now."""
         try:
             async with self._session.get(
-                self.url, timeout=aiohttp.ClientTimeout(total=timeout)
+                self.url, timeout=aiohttp.ClientTimeout(total=within)
             ) as response:
                 await response.read()
                 return 200 <= response.status < 300
@@ -99,7 +99,7 @@ class SessionHook:
         )
         raise HookError(msg)
 
-    def _unavailable(self, method: str, error: BaseException) -> HookUnavailable:
+    def _unavailable(self, method: str, error: BaseException) -> HookUnavailableError:
         reason = (
             "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
         )
@@ -107,4 +107,4 @@ class SessionHook:
             f"the session hook {method} {self.url} failed: {reason}; check that the server is "
             "running and listening where --session-hook points"
         )
-        return HookUnavailable(msg)
+        return HookUnavailableError(msg)

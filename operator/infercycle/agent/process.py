@@ -29,11 +29,11 @@ class ProcessError(Exception):
         self.message = message
 
 
-class SignalNotPermitted(ProcessError):
+class SignalNotPermittedError(ProcessError):
     code = "signal_not_permitted"
 
 
-class ProcessDidNotExit(ProcessError):
+class ProcessDidNotExitError(ProcessError):
     code = "server_did_not_exit"
 
 
@@ -172,9 +172,9 @@ def _has_ancestor_in(
     return False
 
 
-async def wait_for_exit(process: ProcessInfo, timeout: float, poll: float = 0.02) -> bool:
-    """Whether the process is gone within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def wait_for_exit(process: ProcessInfo, within: float, poll: float = 0.02) -> bool:
+    """Whether the process is gone within ``within`` seconds."""
+    deadline = time.monotonic() + within
     while is_running(process):
         if time.monotonic() >= deadline:
             return False
@@ -195,7 +195,7 @@ def _send(process: ProcessInfo, signum: signal.Signals) -> None:
             f"({error.strerror}); run the agent container as the same user as the server, or "
             "add the KILL capability to the agent's securityContext"
         )
-        raise SignalNotPermitted(msg) from error
+        raise SignalNotPermittedError(msg) from error
 
 
 async def stop_process(
@@ -214,4 +214,4 @@ async def stop_process(
         "(it is probably stuck in the kernel, for example on a GPU driver call); recreate the "
         "pod or drain the node"
     )
-    raise ProcessDidNotExit(msg)
+    raise ProcessDidNotExitError(msg)

@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TypeVar
 
@@ -42,6 +42,7 @@ TEMP_PREFIX = ".tmp-"
 _CHECKPOINT_NAME = re.compile(r"^(\d{8})-\d{8}T\d{6}Z$")
 _TEMP_NAME = re.compile(r"^\.tmp-(\d{8})-[0-9a-f]+$")
 _CHUNK = 1 << 20
+FSYNC_EACH_FILE_UP_TO = 32
 _MAX_MANIFEST_BYTES = 64 << 20
 
 log = logging.getLogger("infercycle.agent.store")
@@ -58,27 +59,27 @@ class StoreError(Exception):
         self.message = message
 
 
-class StateTooLarge(StoreError):
+class StateTooLargeError(StoreError):
     code = "state_too_large"
 
 
-class StorageFull(StoreError):
+class StorageFullError(StoreError):
     code = "insufficient_storage"
 
 
-class StorageReadOnly(StoreError):
+class StorageReadOnlyError(StoreError):
     code = "checkpoint_dir_read_only"
 
 
-class StorageNotWritable(StoreError):
+class StorageNotWritableError(StoreError):
     code = "checkpoint_dir_not_writable"
 
 
-class SessionDirUnstable(StoreError):
+class SessionDirUnstableError(StoreError):
     code = "session_dir_unstable"
 
 
-class SessionDirUnreadable(StoreError):
+class SessionDirUnreadableError(StoreError):
     code = "session_dir_unreadable"
 
 
@@ -86,7 +87,7 @@ class RestoreTargetError(StoreError):
     code = "restore_target_failed"
 
 
-class CorruptCheckpoint(StoreError):
+class CorruptCheckpointError(StoreError):
     code = "checkpoint_corrupt"
 
     def __init__(self, checkpoint_id: str, reason: str) -> None:
@@ -95,7 +96,7 @@ class CorruptCheckpoint(StoreError):
         self.reason = reason
 
 
-class NoValidCheckpoint(StoreError):
+class NoValidCheckpointError(StoreError):
     code = "no_valid_checkpoint"
 
     def __init__(self, message: str, skipped: tuple[SkippedCheckpoint, ...] = ()) -> None:
@@ -142,7 +143,7 @@ class Manifest(WireModel):
         )
 
 
-def state_too_large(size: int, limit: int, *, at_least: bool = False) -> StateTooLarge:
+def state_too_large(size: int, limit: int, *, at_least: bool = False) -> StateTooLargeError:
     """The error for state above ``--max-size``; ``at_least`` when reading stopped at the limit."""
     amount = f"{'more than ' if at_least else ''}{format_size(size)} ({size} bytes)"
     msg = (
@@ -150,7 +151,7 @@ def state_too_large(size: int, limit: int, *, at_least: bool = False) -> StateTo
         "bytes); nothing was written. Raise --max-size (INFERCYCLE_AGENT_MAX_SIZE) together with "
         "the session volume size, or keep less state in the server"
     )
-    return StateTooLarge(msg)
+    return StateTooLargeError(msg)
 
 
 def checkpoint_digest(entries: Iterable[ManifestEntry]) -> str:
@@ -186,6 +187,7 @@ class _Staging:
     path: Path
     sequence: int
     directories: list[Path] = field(default_factory=list)
+    files_synced: bool = True
     committed: bool = False
 
 
@@ -256,7 +258,7 @@ class CheckpointStore:
             "attempts, so no consistent snapshot was possible; drain the server before the "
             "checkpoint (no requests in flight) or export the state through --session-hook"
         )
-        raise SessionDirUnstable(msg)
+        raise SessionDirUnstableError(msg)
 
     def _check_size(self, size: int) -> None:
         if size > self.max_size_bytes:
@@ -268,6 +270,7 @@ class CheckpointStore:
         entries = []
         budget = self.max_size_bytes
         data = staging.path / DATA_DIR
+        staging.files_synced = len(files) <= FSYNC_EACH_FILE_UP_TO
         for relative, state in sorted(files.items()):
             target = data / relative
             _make_parents(target.parent, data, staging.directories)
@@ -279,8 +282,9 @@ class CheckpointStore:
                     mode=state.mode,
                     mtime_ns=state.mtime_ns,
                     read_error=partial(_session_dir_error, source=source),
+                    sync=staging.files_synced,
                 )
-            except _LimitExceeded as exceeded:
+            except _LimitExceededError as exceeded:
                 self._check_size(self.max_size_bytes - budget + exceeded.size)
                 raise
             if copied is None or copied[0] != state.size:
@@ -343,6 +347,8 @@ class CheckpointStore:
         with _open_new(staging.path / MANIFEST_NAME) as fd:
             _write_all(fd, manifest.model_dump_json(by_alias=True, indent=1).encode())
             os.fsync(fd)
+        if not staging.files_synced:
+            _sync_file_system(staging.path)
         for directory in reversed(staging.directories):
             _fsync_dir(directory)
         _fsync_dir(staging.path)
@@ -411,7 +417,7 @@ class CheckpointStore:
     def latest_manifest(self) -> Manifest | None:
         """The newest checkpoint whose manifest reads (file checksums are not checked here)."""
         for checkpoint_id in self.list_ids():
-            with suppress(CorruptCheckpoint):
+            with suppress(CorruptCheckpointError):
                 return self.read_manifest(checkpoint_id)
         return None
 
@@ -423,18 +429,18 @@ class CheckpointStore:
             with path.open("rb") as handle:
                 raw = handle.read(_MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError as error:
-            raise CorruptCheckpoint(checkpoint_id, "manifest.json is missing") from error
+            raise CorruptCheckpointError(checkpoint_id, "manifest.json is missing") from error
         except OSError as error:
-            raise CorruptCheckpoint(
+            raise CorruptCheckpointError(
                 checkpoint_id, f"manifest.json is unreadable: {error}"
             ) from error
         if len(raw) > _MAX_MANIFEST_BYTES:
-            raise CorruptCheckpoint(checkpoint_id, "manifest.json is implausibly large")
+            raise CorruptCheckpointError(checkpoint_id, "manifest.json is implausibly large")
         try:
             manifest = Manifest.model_validate_json(raw)
         except ValidationError as error:
             reason = f"manifest.json does not parse: {error.errors()[0]['msg']}"
-            raise CorruptCheckpoint(checkpoint_id, reason) from error
+            raise CorruptCheckpointError(checkpoint_id, reason) from error
         _check_manifest(checkpoint_id, manifest)
         return manifest
 
@@ -453,13 +459,13 @@ class CheckpointStore:
         manifest = self.read_manifest(checkpoint_id)
         if manifest.source != "hook" or manifest.entry_count != 1:
             reason = "it holds a session dir copy, and this agent restores through a session hook"
-            raise CorruptCheckpoint(checkpoint_id, reason)
+            raise CorruptCheckpointError(checkpoint_id, reason)
         self._check_tree(manifest)
         entry = manifest.entries[0]
         try:
             data = (self.root / checkpoint_id / DATA_DIR / entry.path).read_bytes()
         except OSError as error:
-            raise CorruptCheckpoint(
+            raise CorruptCheckpointError(
                 checkpoint_id, f"{entry.path} is unreadable: {error}"
             ) from error
         _check_entry(checkpoint_id, entry, len(data), hashlib.sha256(data).hexdigest())
@@ -470,13 +476,14 @@ class CheckpointStore:
         manifest = self.read_manifest(checkpoint_id)
         if manifest.source != "dir":
             reason = "it holds session hook state, and this agent restores a session dir"
-            raise CorruptCheckpoint(checkpoint_id, reason)
+            raise CorruptCheckpointError(checkpoint_id, reason)
         self._check_tree(manifest)
         target = Path(os.path.realpath(target))
         _remove_restore_leftovers(target)
         staging = target.parent / f".{target.name}.restore-{secrets.token_hex(4)}"
         data = self.root / checkpoint_id / DATA_DIR
         directories: list[Path] = [staging]
+        sync_each = manifest.entry_count <= FSYNC_EACH_FILE_UP_TO
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             staging.mkdir()
@@ -490,10 +497,13 @@ class CheckpointStore:
                     mode=entry.mode,
                     mtime_ns=entry.mtime_ns,
                     read_error=partial(_unreadable_entry, checkpoint_id, entry.path),
+                    sync=sync_each,
                 )
                 if copied is None:
-                    raise CorruptCheckpoint(checkpoint_id, f"{entry.path} is missing")
+                    raise CorruptCheckpointError(checkpoint_id, f"{entry.path} is missing")
                 _check_entry(checkpoint_id, entry, *copied)
+            if not sync_each:
+                _sync_file_system(staging)
             for directory in reversed(directories):
                 _fsync_dir(directory)
             _swap_into_place(staging, target)
@@ -526,7 +536,7 @@ class CheckpointStore:
             for checkpoint_id in ids:
                 try:
                     return use(checkpoint_id), tuple(skipped)
-                except CorruptCheckpoint as error:
+                except CorruptCheckpointError as error:
                     log.warning(
                         "skipping a checkpoint that failed verification; trying an older one",
                         extra={"fields": {"checkpoint": checkpoint_id, "reason": error.reason}},
@@ -540,7 +550,7 @@ class CheckpointStore:
                 f"none of the {len(ids)} checkpoints in {self.root} passed verification "
                 f"({reasons}); take a new checkpoint"
             )
-        raise NoValidCheckpoint(msg, tuple(skipped))
+        raise NoValidCheckpointError(msg, tuple(skipped))
 
     def _check_tree(self, manifest: Manifest) -> None:
         data = self.root / manifest.id / DATA_DIR
@@ -552,15 +562,17 @@ class CheckpointStore:
                 mode = path.lstat().st_mode
                 if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                     reason = f"{path.relative_to(data)} is not a regular file or directory"
-                    raise CorruptCheckpoint(manifest.id, reason)
+                    raise CorruptCheckpointError(manifest.id, reason)
             found.update((Path(directory) / name).relative_to(data).as_posix() for name in files)
         missing = sorted(expected - found)
         extra = sorted(found - expected)
         if missing:
-            raise CorruptCheckpoint(manifest.id, f"files are missing: {', '.join(missing[:5])}")
+            raise CorruptCheckpointError(
+                manifest.id, f"files are missing: {', '.join(missing[:5])}"
+            )
         if extra:
             reason = f"files not in the manifest: {', '.join(extra[:5])}"
-            raise CorruptCheckpoint(manifest.id, reason)
+            raise CorruptCheckpointError(manifest.id, reason)
 
 
 def _check_manifest(checkpoint_id: str, manifest: Manifest) -> None:
@@ -569,29 +581,31 @@ def _check_manifest(checkpoint_id: str, manifest: Manifest) -> None:
             f"manifest format {manifest.format_version} is not {FORMAT_VERSION}; it was written "
             "by another version of the agent"
         )
-        raise CorruptCheckpoint(checkpoint_id, reason)
+        raise CorruptCheckpointError(checkpoint_id, reason)
     if manifest.id != checkpoint_id:
-        raise CorruptCheckpoint(checkpoint_id, f"its manifest names checkpoint {manifest.id}")
+        raise CorruptCheckpointError(checkpoint_id, f"its manifest names checkpoint {manifest.id}")
     paths = [entry.path for entry in manifest.entries]
     if len(set(paths)) != len(paths):
-        raise CorruptCheckpoint(checkpoint_id, "the manifest lists a file twice")
+        raise CorruptCheckpointError(checkpoint_id, "the manifest lists a file twice")
     for path in paths:
         if not _is_safe_relative(path):
-            raise CorruptCheckpoint(checkpoint_id, f"the manifest names an unsafe path {path!r}")
+            raise CorruptCheckpointError(
+                checkpoint_id, f"the manifest names an unsafe path {path!r}"
+            )
     if manifest.entry_count != len(paths):
-        raise CorruptCheckpoint(checkpoint_id, "the manifest's entry count does not match")
+        raise CorruptCheckpointError(checkpoint_id, "the manifest's entry count does not match")
     if manifest.total_size_bytes != sum(entry.size_bytes for entry in manifest.entries):
-        raise CorruptCheckpoint(checkpoint_id, "the manifest's total size does not match")
+        raise CorruptCheckpointError(checkpoint_id, "the manifest's total size does not match")
     if manifest.sha256 != checkpoint_digest(manifest.entries):
-        raise CorruptCheckpoint(checkpoint_id, "the manifest's checksum does not match")
+        raise CorruptCheckpointError(checkpoint_id, "the manifest's checksum does not match")
 
 
 def _check_entry(checkpoint_id: str, entry: ManifestEntry, size: int, sha256: str) -> None:
     if size != entry.size_bytes:
         reason = f"{entry.path} has {size} bytes, the manifest says {entry.size_bytes}"
-        raise CorruptCheckpoint(checkpoint_id, reason)
+        raise CorruptCheckpointError(checkpoint_id, reason)
     if sha256 != entry.sha256:
-        raise CorruptCheckpoint(checkpoint_id, f"{entry.path} fails its SHA-256 check")
+        raise CorruptCheckpointError(checkpoint_id, f"{entry.path} fails its SHA-256 check")
 
 
 def _is_safe_relative(path: str) -> bool:
@@ -614,7 +628,9 @@ def _hash_file(checkpoint_id: str, path: Path) -> tuple[int, str]:
                 size += len(chunk)
                 digest.update(chunk)
     except OSError as error:
-        raise CorruptCheckpoint(checkpoint_id, f"{path.name} is unreadable: {error}") from error
+        raise CorruptCheckpointError(
+            checkpoint_id, f"{path.name} is unreadable: {error}"
+        ) from error
     return size, digest.hexdigest()
 
 
@@ -624,7 +640,7 @@ def _scan(source: Path) -> dict[str, _FileState]:
             f"the session dir {source} does not exist or is not a directory; check "
             "--session-dir and that the server's volume is mounted into the agent too"
         )
-        raise SessionDirUnreadable(msg)
+        raise SessionDirUnreadableError(msg)
     files: dict[str, _FileState] = {}
     skipped: list[str] = []
 
@@ -659,14 +675,14 @@ def _scan(source: Path) -> dict[str, _FileState]:
     return files
 
 
-class _LimitExceeded(Exception):
+class _LimitExceededError(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
 
 
 def _unreadable_entry(checkpoint_id: str, path: str, error: OSError) -> StoreError:
-    return CorruptCheckpoint(checkpoint_id, f"{path} is unreadable: {error}")
+    return CorruptCheckpointError(checkpoint_id, f"{path} is unreadable: {error}")
 
 
 def _session_dir_error(error: OSError, source: Path) -> StoreError:
@@ -674,24 +690,24 @@ def _session_dir_error(error: OSError, source: Path) -> StoreError:
         f"reading the session dir {source} failed ({error}); check that the agent's user may "
         "read the server's files (same fsGroup) and that the volume is mounted"
     )
-    return SessionDirUnreadable(msg)
+    return SessionDirUnreadableError(msg)
 
 
 def _storage_error(error: OSError, root: Path) -> StoreError:
     reason = error.strerror or str(error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(
+        return StorageFullError(
             f"the checkpoint volume at {root} is full ({reason}); nothing was kept of this "
             "checkpoint and the previous one is still valid. Enlarge sessionStore.size, lower "
             "--keep or --max-size, or keep less state in the server"
         )
     if error.errno == errno.EROFS:
-        return StorageReadOnly(
+        return StorageReadOnlyError(
             f"the checkpoint dir {root} is on a read-only file system ({reason}); mount the "
             "session volume read-write into the agent container (readOnly: false)"
         )
     if error.errno in (errno.EACCES, errno.EPERM):
-        return StorageNotWritable(
+        return StorageNotWritableError(
             f"the agent may not write to the checkpoint dir {root} ({reason}); let the agent's "
             "user write there (pod securityContext fsGroup, or the directory's owner)"
         )
@@ -706,6 +722,7 @@ def _copy_file(
     mode: int,
     mtime_ns: int | None,
     read_error: Callable[[OSError], StoreError],
+    sync: bool = True,
 ) -> tuple[int, str] | None:
     """Copy one file, hashing it on the way; ``None`` when the source vanished."""
     try:
@@ -726,13 +743,14 @@ def _copy_file(
                 break
             size += len(chunk)
             if limit is not None and size > limit:
-                raise _LimitExceeded(size)
+                raise _LimitExceededError(size)
             digest.update(chunk)
             _write_all(fd, chunk)
         os.fchmod(fd, mode & 0o777)
         if mtime_ns is not None:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     return size, digest.hexdigest()
 
 
@@ -760,6 +778,25 @@ def _make_parents(directory: Path, top: Path, created: list[Path]) -> None:
     for path in reversed(missing):
         path.mkdir()
         created.append(path)
+
+
+def _sync_file_system(path: Path) -> None:
+    """Flush the whole file system holding ``path`` (``syncfs``): one journal commit for many
+    files, where one fsync per file would cost a commit each."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            os.sync()
+            return
+        syncfs.argtypes = [ctypes.c_int]
+        syncfs.restype = ctypes.c_int
+        if int(syncfs(fd)) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -823,7 +860,7 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         _fsync_dir(target.parent)
         return
     if not target.is_dir():
-        msg = f"the session dir {target} exists but is not a directory; remove it or fix --session-dir"
+        msg = f"the session dir {target} is not a directory; remove it or fix --session-dir"
         raise RestoreTargetError(msg)
     if os.path.ismount(target):
         msg = (

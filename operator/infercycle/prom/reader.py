@@ -134,3 +134,26 @@ class PrometheusReader:
 def _short(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text if len(text) < 300 else text[:297] + "..."
+
+
+def range_series(
+    reader: PrometheusReader, promql: str, start: float, end: float, step_s: float
+) -> dict[PodRef, list[tuple[float, float]]]:
+    """A range query: every pod's points between ``start`` and ``end`` (blocking)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    result = reader._client.custom_query_range(  # noqa: SLF001
+        query=promql,
+        start_time=datetime.fromtimestamp(start, tz=UTC),
+        end_time=datetime.fromtimestamp(end, tz=UTC),
+        step=f"{max(1, round(step_s))}s",
+    )
+    series: dict[PodRef, list[tuple[float, float]]] = {}
+    for item in result:
+        labels = item.get("metric", {})
+        namespace, pod = labels.get("namespace"), labels.get("pod")
+        if not namespace or not pod:
+            continue
+        points = [(float(t), float(v)) for t, v in item.get("values", [])]
+        series[(namespace, pod)] = [(t, v) for t, v in points if math.isfinite(v)]
+    return series

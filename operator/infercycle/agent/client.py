@@ -1,0 +1,139 @@
+"""The operator's side of the agent API.
+
+    client = AgentClient("http://10.0.0.7:8089", token, timeout=120)
+    result = await client.checkpoint()      # CheckpointResult(id, sha256, size_bytes, ...)
+    await client.restart()                  # RestartResult(pid, signal, duration_ms, ...)
+    status = await client.status()          # AgentStatus(last_restore=..., server=..., ...)
+
+Every call raises ``AgentError`` when the agent answers with an error (``code``, ``message``,
+``http_status``) and ``AgentUnavailable`` when it cannot be reached in time. A restart waits for
+the server's grace period, so its timeout must be longer than ``--grace-period``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+import aiohttp
+from pydantic import ValidationError
+
+from infercycle.agent.protocol import (
+    AgentStatus,
+    CheckpointResult,
+    RestartResult,
+    RestoreResult,
+    WireModel,
+)
+
+__all__ = [
+    "AgentClient",
+    "AgentClientError",
+    "AgentError",
+    "AgentStatus",
+    "AgentUnavailable",
+    "CheckpointResult",
+    "RestartResult",
+    "RestoreResult",
+]
+
+_M = TypeVar("_M", bound=WireModel)
+
+
+class AgentClientError(Exception):
+    """Base of the errors an ``AgentClient`` call raises."""
+
+
+class AgentError(AgentClientError):
+    """The agent answered, with an error."""
+
+    def __init__(self, code: str, message: str, http_status: int) -> None:
+        super().__init__(f"{code} (HTTP {http_status}): {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+class AgentUnavailable(AgentClientError):  # noqa: N818 - the name the operator code uses
+    """The agent could not be reached: connection refused or reset, DNS failure, or timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AgentClient:
+    """Calls one pod's recycle agent. Cheap to create; holds no connection between calls."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    async def checkpoint(self) -> CheckpointResult:
+        """Write the server's sessions to the pod's volume; the checkpoint id and checksum."""
+        return await self._call("POST", "/v1/checkpoint", CheckpointResult)
+
+    async def restart(self) -> RestartResult:
+        """Stop the server process so that its container restarts in place."""
+        return await self._call("POST", "/v1/restart", RestartResult)
+
+    async def restore(self) -> RestoreResult:
+        """Give the newest valid checkpoint back to the server now."""
+        return await self._call("POST", "/v1/restore", RestoreResult)
+
+    async def status(self) -> AgentStatus:
+        """Last checkpoint, last restore, the server process, and any operation in progress."""
+        return await self._call("GET", "/v1/status", AgentStatus)
+
+    async def healthy(self) -> bool:
+        """Whether the agent answers its liveness route."""
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self._timeout)
+                ) as session,
+                session.get(f"{self.base_url}/healthz") as response,
+            ):
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def _call(self, method: str, path: str, model: type[_M]) -> _M:
+        url = f"{self.base_url}{path}"
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self._timeout)
+                ) as session,
+                session.request(method, url, headers=headers) as response,
+            ):
+                status = response.status
+                body = await response.read()
+        except TimeoutError as error:
+            msg = f"{method} {url} got no answer within {self._timeout:g}s"
+            raise AgentUnavailable(msg) from error
+        except aiohttp.ClientResponseError as error:
+            raise AgentError("bad_response", str(error), error.status) from error
+        except aiohttp.ClientError as error:
+            msg = f"{method} {url} failed: {error or type(error).__name__}"
+            raise AgentUnavailable(msg) from error
+        if not 200 <= status < 300:
+            raise _error_from(body, status)
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as error:
+            msg = f"{method} {url} answered with a body that is not a {model.__name__}: {error}"
+            raise AgentError("invalid_response", msg, status) from error
+
+
+def _error_from(body: bytes, status: int) -> AgentError:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return AgentError(parsed["error"], str(parsed.get("message", "")), status)
+    text = body.decode(errors="replace").strip()[:300]
+    return AgentError("unexpected_response", text or f"HTTP {status} without a body", status)

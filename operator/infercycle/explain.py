@@ -1,0 +1,124 @@
+"""``infercycle explain NAMESPACE/NAME``: the effective policy and every rule's verdict, per pod."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from infercycle.settings import OperatorSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infercycle explain",
+        description="Show an InferenceDeployment's effective policy and, for each pod, every "
+        "rule's current value against its level and the verdict (as the operator computes it).",
+    )
+    parser.add_argument("target", metavar="NAMESPACE/NAME")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
+    parser.add_argument("--prometheus-url", help="Prometheus base URL")
+    parser.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    return parser
+
+
+async def _report(args: argparse.Namespace, settings: OperatorSettings) -> dict[str, Any]:
+    from infercycle.controller import FleetController, explain  # noqa: PLC0415
+    from infercycle.kube.api import KubeApi, load_config  # noqa: PLC0415
+    from infercycle.prom.reader import PrometheusReader  # noqa: PLC0415
+
+    namespace, name = args.target.split("/", 1)
+    kube = KubeApi(load_config(args.kubeconfig))
+    controller = FleetController(settings, kube, PrometheusReader(settings))
+    body = kube.read_deployment(namespace, name)
+    if body is None:
+        msg = f"InferenceDeployment {namespace}/{name} not found"
+        raise LookupError(msg)
+    registry = controller.registry
+    registry.deployments[(namespace, name)] = body
+    for policy in kube.custom.list_cluster_custom_object(
+        "infercycle.io", "v1alpha1", "recyclepolicies"
+    ).get("items", []):
+        registry.policies[policy["metadata"]["name"]] = policy.get("spec") or {}
+    ns = kube.core.read_namespace(namespace)
+    registry.namespaces[namespace] = dict(ns.metadata.labels or {})
+    pods = kube.core.list_namespaced_pod(
+        namespace, label_selector=f"infercycle.io/deployment={name}", _preload_content=False
+    )
+    for pod in json.loads(pods.data).get("items", []):
+        registry.put_pod(pod, deleted=False)
+    return await explain(controller, (namespace, name))
+
+
+def render_table(report: dict[str, Any]) -> str:
+    lines = [f"InferenceDeployment {report['deployment']}"]
+    if "error" in report:
+        lines.append(f"  policy error: {report['error']}")
+        return "\n".join(lines)
+    policy = report["policy"]
+    lines.append(
+        f"  policy: {' <- '.join(policy['sources'])}" + ("  (dry-run)" if policy["dryRun"] else "")
+    )
+    lines.append(
+        f"  quorum {policy['quorum']} distinct signals, warm-up {policy['warmupSeconds']:.0f}s, "
+        f"minRequestRate {policy['minRequestRate']}/s, staleAfter {policy['staleAfterSeconds']:.0f}s"
+    )
+    disruption = policy["disruption"]
+    lines.append(
+        "  disruption: " + ", ".join(f"{key} {value}" for key, value in disruption.items())
+    )
+    lines.append("  rules:")
+    width = max((len(rule["name"]) for rule in policy["rules"]), default=4)
+    for rule in policy["rules"]:
+        flags = []
+        if rule["sufficient"]:
+            flags.append("sufficient")
+        if rule["requiresTraffic"]:
+            flags.append("needs traffic")
+        suffix = f"  [{', '.join(flags)}]" if flags else ""
+        lines.append(f"    {rule['name']:<{width}}  {rule['rule']}{suffix}")
+    metrics = report["metrics"]
+    lines.append(f"  metrics: {metrics['reason']}: {metrics['message']}")
+    if report.get("operation"):
+        operation = report["operation"]
+        lines.append(f"  recycling: {operation['pod']} at step {operation['step']}")
+    for pod in report["pods"]:
+        state = "ready" if pod["ready"] else "not ready"
+        serving = "serving" if pod["serving"] else "drained"
+        lines.append(f"\n  pod {pod['name']}  {pod['verdict'].upper()}  ({state}, {serving})")
+        for rule in pod["rules"]:
+            lines.append(f"    {rule['text']}")
+        if not pod["rules"]:
+            lines.append("    (no evaluation: no data yet)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if "/" not in args.target:
+        print("error: name the deployment as NAMESPACE/NAME, e.g. serving/llama", file=sys.stderr)
+        return 2
+    try:
+        overrides = {"prometheus_url": args.prometheus_url} if args.prometheus_url else {}
+        settings = OperatorSettings(**overrides)
+    except ValidationError as error:
+        print(f"error: {error.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(_report(args, settings))
+    except LookupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - a message, never a traceback
+        print(f"error: could not explain {args.target}: {error}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render_table(report))
+    return 0

@@ -1,0 +1,829 @@
+"""The health engine of one deployment: samples in, one verdict per pod out.
+
+Live, the controller feeds one instant sample per pod per cycle (``observe``) and asks for
+verdicts (``evaluate``); after an operator restart it backfills from range queries
+(``observe_series``). Offline, ``infercycle replay`` drives the same calls from a trace file.
+
+Every rule is evaluated for all pods at once with numpy, on the shared cycle columns of
+:class:`~infercycle.health.history.CycleStore`. How each kind judges:
+
+``above`` / ``below``
+    Sustained: every sample in the window is beyond the threshold, and the samples cover the
+    window (at least 80 % of the expected cycles and 3 samples); a gap means not sustained.
+    ``observed`` is the least extreme sample (the level held throughout).
+``growth``
+    Theil-Sen slope over per-bucket medians of the window (12 buckets), per hour. The slope
+    that counts is the smallest of the fits over the whole window and over each half: a steady
+    leak shows in all three, a one-off step or a self-healing bump in one half only. With
+    ``limit`` and ``timeToLimit`` the rule also breaches when the fitted line reaches the limit
+    in time. The condition must hold continuously for ``sustain`` (the breach start is kept).
+``baseline``
+    Ratio of every sample in the window to the pod's own reference: the median over
+    ``baselineWindow`` starting at the pod's first usable sample after warm-up, taken once and
+    only while the pod is not degraded. The pod's request rate over that period is kept too:
+    while the window's median request rate is above 1.5x it, load is not comparable and the
+    rule does not count, so a traffic surge is never taken for a creep.
+``outlier``
+    Ratio of every sample in the window to the fleet median of the same cycle (pods past their
+    warm-up and, for traffic-gated rules, serving traffic), sustained like ``above``; cycles
+    with fewer than ``minFleet`` such pods do not count.
+
+Hysteresis: a breached rule holds while the window median (growth: the slope) stays beyond
+``clear``. Warm-up: no rule counts before ``warmup`` after the pod start, and samples taken
+during warm-up are left out of every window. Traffic gating: a ``requiresTraffic`` rule counts
+only while the pod's latest request rate is at least ``minRequestRate``, and only samples taken
+at that rate enter its window. Data older than ``staleAfter`` is no data, never a breach.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from infercycle.api.policy import HealthPolicy, Rule, RuleKind
+from infercycle.api.units import format_duration
+from infercycle.health.history import MERGE_TOLERANCE_S, CycleStore
+from infercycle.health.model import (
+    PodKey,
+    Reason,
+    RuleEvaluation,
+    RuleState,
+    Verdict,
+    finite_or_none,
+    reason_text,
+)
+from infercycle.health.robust import (
+    GROWTH_BUCKETS,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    Trend,
+    nanmedian_last,
+    theil_sen,
+)
+
+__all__ = ["HealthEngine", "PodKey", "Reason", "RuleEvaluation", "RuleState", "Verdict"]
+
+REQUEST_RATE = "request_rate"
+MIN_COVERAGE = 0.8
+"""Share of a window's expected cycles that must hold a sample."""
+MIN_SAMPLES = 3
+GROWTH_MIN_BUCKETS = math.ceil(MIN_COVERAGE * GROWTH_BUCKETS)
+COMPARABLE_LOAD_RATIO = 1.5
+"""A baseline rule compares only while the request rate is at most this times the baseline's."""
+BASELINE_MIN_COVERAGE = 0.5
+RETRO_SUSTAIN_STEPS = 6
+"""Past instants checked after a backfill to restore how long a growth rule has been breached."""
+
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+StateArray = npt.NDArray[np.int8]
+
+_STATES = tuple(RuleState)
+_CODE = {state: np.int8(index) for index, state in enumerate(_STATES)}
+BREACH, OK, NO_DATA = _CODE[RuleState.BREACH], _CODE[RuleState.OK], _CODE[RuleState.NO_DATA]
+WARMING_UP, LOW_TRAFFIC = _CODE[RuleState.WARMING_UP], _CODE[RuleState.LOW_TRAFFIC]
+NOT_COMPARABLE = _CODE[RuleState.NOT_COMPARABLE]
+INSUFFICIENT_FLEET = _CODE[RuleState.INSUFFICIENT_FLEET]
+
+# NO_DATA details, kept in the per-rule ``aux`` numbers (coverage fractions are 0..1).
+_NO_BASELINE = -1.0
+_NO_TRAFFIC_DATA = -2.0
+
+
+def _grow(array: npt.NDArray[_Scalar], rows: int, fill: float) -> npt.NDArray[_Scalar]:
+    grown = np.full(rows, fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+@dataclass
+class _RuleMemory:
+    """What a rule remembers per pod row between cycles."""
+
+    rule: Rule
+    rows: int
+    breached: BoolArray = field(init=False)
+    since: FloatArray = field(init=False)
+    baseline: FloatArray = field(init=False)
+    baseline_rate: FloatArray = field(init=False)
+    baseline_start: FloatArray = field(init=False)
+    baseline_after: FloatArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.breached = np.zeros(self.rows, dtype=bool)
+        self.since = np.full(self.rows, np.nan)
+        self.baseline = np.full(self.rows, np.nan)
+        self.baseline_rate = np.full(self.rows, np.nan)
+        self.baseline_start = np.full(self.rows, np.nan)
+        self.baseline_after = np.full(self.rows, np.nan)
+
+    def grow(self, rows: int) -> None:
+        self.breached = _grow(self.breached, rows, fill=False)
+        for name in ("since", "baseline", "baseline_rate", "baseline_start", "baseline_after"):
+            setattr(self, name, _grow(getattr(self, name), rows, np.nan))
+        self.rows = rows
+
+    def reset(self, row: int) -> None:
+        self.breached[row] = False
+        self.since[row] = np.nan
+        self.baseline[row] = np.nan
+        self.baseline_rate[row] = np.nan
+        self.baseline_start[row] = np.nan
+        self.baseline_after[row] = np.nan
+
+    def adopt(self, previous: _RuleMemory) -> None:
+        """Keep what stays true under the changed rule: a baseline is still the baseline."""
+        old, new = previous.rule, self.rule
+        if (old.signal, old.baseline_window_s, old.requires_traffic) == (
+            new.signal,
+            new.baseline_window_s,
+            new.requires_traffic,
+        ):
+            self.baseline = previous.baseline.copy()
+            self.baseline_rate = previous.baseline_rate.copy()
+            self.baseline_start = previous.baseline_start.copy()
+            self.baseline_after = previous.baseline_after.copy()
+
+
+@dataclass
+class _FleetColumns:
+    """Fleet median and size per cycle column for one (signal, traffic-gated) pair."""
+
+    layout: int
+    median: FloatArray
+    count: IntArray
+
+
+@dataclass
+class _Outcome:
+    """One rule's judgement of every row in one cycle."""
+
+    state: StateArray
+    observed: FloatArray
+    level: FloatArray
+    aux: FloatArray
+    by_time_to_limit: BoolArray | None = None
+    needed: FloatArray | None = None
+
+    @property
+    def breached(self) -> BoolArray:
+        return np.asarray(self.state == BREACH)
+
+
+@dataclass
+class _Cycle:
+    """Per-evaluation facts shared by every rule."""
+
+    now: float
+    rows: int
+    step: float
+    in_use: BoolArray
+    warm_end: FloatArray
+    windows: dict[tuple[float, float], tuple[IntArray, FloatArray]] = field(default_factory=dict)
+
+
+class _Explanation:
+    """Per-rule evaluations of one cycle, turned into objects only when someone asks."""
+
+    def __init__(self, rules: Sequence[Rule], outcomes: Sequence[_Outcome], now: float) -> None:
+        self._rules = rules
+        self._outcomes = outcomes
+        self._now = now
+
+    def for_row(self, row: int) -> tuple[RuleEvaluation, ...]:
+        result = []
+        for rule, outcome in zip(self._rules, self._outcomes, strict=True):
+            state = _STATES[int(outcome.state[row])]
+            observed = finite_or_none(float(outcome.observed[row]))
+            level = float(outcome.level[row])
+            detail = _detail(rule, state, float(outcome.aux[row]))
+            result.append(RuleEvaluation(rule, state, observed, level, detail))
+        return tuple(result)
+
+
+def _detail(rule: Rule, state: RuleState, aux: float) -> str:
+    if state is RuleState.WARMING_UP:
+        return f"warm-up ends in {format_duration(max(aux, 0.0))}"
+    if state is RuleState.NO_DATA:
+        if aux == _NO_BASELINE:
+            return "no baseline yet"
+        if aux == _NO_TRAFFIC_DATA:
+            return "no fresh request_rate data"
+        if math.isnan(aux):
+            return f"no fresh {rule.signal} data"
+        return f"{aux * 100:.0f}% of the {format_duration(rule.window_s)} window covered"
+    if state is RuleState.LOW_TRAFFIC:
+        return f"request rate {aux:.3g}/s under the minimum"
+    if state is RuleState.NOT_COMPARABLE:
+        return f"request rate {aux:.2f}x the baseline period's"
+    if state is RuleState.INSUFFICIENT_FLEET:
+        return f"{aux:.0f} pods with data, {rule.min_fleet} needed"
+    if rule.kind is RuleKind.GROWTH and rule.limit is not None and math.isfinite(aux):
+        return f"fitted trend reaches the limit in {format_duration(max(aux, 0.0))}"
+    return ""
+
+
+class HealthEngine:
+    """Judges the pods of one deployment; see the module documentation for the rules."""
+
+    def __init__(self, policy: HealthPolicy) -> None:
+        self._policy = policy
+        self._store = CycleStore(policy.signals, policy.longest_window_s)
+        self._rows: dict[PodKey, int] = {}
+        self._by_name: dict[str, PodKey] = {}
+        self._free: list[int] = []
+        self._allocated = 0
+        self._capacity = self._store.rows
+        self._started: FloatArray = np.full(self._capacity, np.nan)
+        self._seen: FloatArray = np.full(self._capacity, np.nan)
+        self._in_use: BoolArray = np.zeros(self._capacity, dtype=bool)
+        self._backfilled: BoolArray = np.zeros(self._capacity, dtype=bool)
+        self._degraded: BoolArray = np.zeros(self._capacity, dtype=bool)
+        self._memory = {rule.name: _RuleMemory(rule, self._capacity) for rule in policy.rules}
+        self._fleet: dict[tuple[str, bool], _FleetColumns] = {}
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> HealthPolicy:
+        return self._policy
+
+    @property
+    def pods(self) -> tuple[PodKey, ...]:
+        return tuple(self._rows)
+
+    def set_policy(self, policy: HealthPolicy) -> None:
+        """Switch rules and windows, keeping the samples (the ring is resized to fit)."""
+        if policy == self._policy:
+            return
+        self._policy = policy
+        self._store.set_signals(policy.signals)
+        self._store.set_history(policy.longest_window_s)
+        memory = {}
+        for rule in policy.rules:
+            previous = self._memory.get(rule.name)
+            if previous is not None and previous.rule == rule:
+                memory[rule.name] = previous
+                continue
+            fresh = _RuleMemory(rule, self._capacity)
+            if previous is not None:
+                fresh.adopt(previous)
+            memory[rule.name] = fresh
+        self._memory = memory
+        self._fleet.clear()
+
+    def observe(
+        self, t: float, pod: PodKey, started_at: float, signals: Mapping[str, float | None]
+    ) -> None:
+        """One instant sample of one pod; all pods of a cycle are observed with the same ``t``.
+
+        A missing signal or ``None`` is no data. Signals no rule reads are ignored.
+        """
+        row = self._row(pod, started_at)
+        store = self._store
+        column = store.column_for(t)
+        if column < 0:
+            return
+        if not self._seen[row] >= t:
+            self._seen[row] = t
+        values, last_time, last_value = store.values, store.last_time, store.last_value
+        for name, value in signals.items():
+            matrix = values.get(name)
+            if matrix is None:
+                continue
+            if value is None or not math.isfinite(value):
+                matrix[row, column] = np.nan
+                continue
+            matrix[row, column] = value
+            if not last_time[name][row] > t:
+                last_time[name][row] = t
+                last_value[name][row] = value
+        store.dirty[column] = True
+
+    def observe_series(
+        self,
+        pod: PodKey,
+        started_at: float,
+        signal: str,
+        points: Sequence[tuple[float, float]],
+    ) -> None:
+        """Backfill one signal of one pod from a range query, as after an operator restart.
+
+        Points land on the nearest known cycle within half their own step, or on new cycles.
+        """
+        if not points:
+            return
+        row = self._row(pod, started_at)
+        store = self._store
+        if signal not in store.values:
+            return
+        data = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        times, values = data[:, 0], data[:, 1]
+        usable = np.isfinite(times)
+        times, values = times[usable], values[usable]
+        if len(times) == 0:
+            return
+        gaps = np.diff(np.sort(times))
+        gaps = gaps[gaps > MERGE_TOLERANCE_S]
+        tolerance = max(float(np.median(gaps)) / 2 if len(gaps) else 0.0, MERGE_TOLERANCE_S)
+        columns = store.columns_for(times, tolerance)
+        kept = columns >= 0
+        matrix = store.values[signal]
+        matrix[row, columns[kept]] = values[kept].astype(np.float32)
+        store.dirty[columns[kept]] = True
+        with_data = kept & np.isfinite(values)
+        if with_data.any():
+            newest = int(np.argmax(np.where(with_data, times, -np.inf)))
+            if not store.last_time[signal][row] > times[newest]:
+                store.last_time[signal][row] = times[newest]
+                store.last_value[signal][row] = values[newest]
+        latest = float(times.max())
+        if not self._seen[row] >= latest:
+            self._seen[row] = latest
+        self._backfilled[row] = True
+
+    def retain(self, pods: Collection[PodKey]) -> None:
+        """Forget every pod not listed (pods that went away)."""
+        keep = set(pods)
+        for key in [key for key in self._rows if key not in keep]:
+            self._drop(key)
+
+    def evaluate(self, now: float) -> dict[PodKey, Verdict]:
+        """A verdict for every known pod, judged at ``now``."""
+        self._expire(now)
+        if not self._rows:
+            return {}
+        policy = self._policy
+        rows = max(self._rows.values()) + 1
+        cycle = _Cycle(
+            now=now,
+            rows=rows,
+            step=self._store.step(),
+            in_use=self._in_use[:rows],
+            warm_end=self._started[:rows] + policy.warmup_s,
+        )
+        self._refresh_fleet(cycle)
+        outcomes = [self._judge(rule, cycle) for rule in policy.rules]
+        breached_signals: dict[str, BoolArray] = {}
+        sufficient = np.zeros(rows, dtype=bool)
+        for rule, outcome in zip(policy.rules, outcomes, strict=True):
+            breached = outcome.breached
+            previous = breached_signals.get(rule.signal)
+            breached_signals[rule.signal] = breached if previous is None else previous | breached
+            if rule.sufficient:
+                sufficient |= breached
+        distinct = np.zeros(rows, dtype=np.intp)
+        for breached in breached_signals.values():
+            distinct += breached
+        degraded = cycle.in_use & ((distinct >= policy.quorum) | sufficient)
+        self._degraded[:rows] = degraded
+        self._capture_baselines(cycle)
+        self._backfilled[:rows] = False
+        return self._verdicts(cycle, outcomes, degraded)
+
+    # -- pods --------------------------------------------------------------------------------
+
+    def _row(self, pod: PodKey, started_at: float) -> int:
+        row = self._rows.get(pod)
+        if row is not None:
+            self._started[row] = min(self._started[row], started_at)
+            return row
+        previous = self._by_name.get(pod.name)
+        if previous is not None:
+            self._drop(previous)
+        if self._free:
+            row = heapq.heappop(self._free)
+        else:
+            row = self._allocated
+            self._allocated += 1
+            self._ensure_rows(self._allocated)
+        self._rows[pod] = row
+        self._by_name[pod.name] = pod
+        self._started[row] = started_at
+        self._seen[row] = np.nan
+        self._in_use[row] = True
+        self._backfilled[row] = False
+        self._degraded[row] = False
+        self._store.clear_row(row)
+        for memory in self._memory.values():
+            memory.reset(row)
+        return row
+
+    def _ensure_rows(self, rows: int) -> None:
+        if rows <= self._capacity:
+            return
+        capacity = max(rows, self._capacity * 2)
+        self._store.ensure_rows(capacity)
+        self._started = _grow(self._started, capacity, np.nan)
+        self._seen = _grow(self._seen, capacity, np.nan)
+        self._in_use = _grow(self._in_use, capacity, fill=False)
+        self._backfilled = _grow(self._backfilled, capacity, fill=False)
+        self._degraded = _grow(self._degraded, capacity, fill=False)
+        for memory in self._memory.values():
+            memory.grow(capacity)
+        self._capacity = capacity
+
+    def _drop(self, pod: PodKey) -> None:
+        row = self._rows.pop(pod)
+        if self._by_name.get(pod.name) == pod:
+            del self._by_name[pod.name]
+        self._in_use[row] = False
+        self._store.clear_row(row)
+        for memory in self._memory.values():
+            memory.reset(row)
+        heapq.heappush(self._free, row)
+
+    def _expire(self, now: float) -> None:
+        horizon = self._policy.longest_window_s
+        stale = [key for key, row in self._rows.items() if now - self._seen[row] > horizon]
+        for key in stale:
+            self._drop(key)
+
+    # -- fleet -------------------------------------------------------------------------------
+
+    def _refresh_fleet(self, cycle: _Cycle) -> None:
+        store = self._store
+        wanted = {
+            (rule.signal, rule.requires_traffic)
+            for rule in self._policy.rules
+            if rule.kind is RuleKind.OUTLIER
+        }
+        for key in wanted:
+            columns = self._fleet.get(key)
+            if columns is None or columns.layout != store.layout:
+                columns = _FleetColumns(
+                    store.layout,
+                    np.full(store.capacity, np.nan),
+                    np.zeros(store.capacity, dtype=np.intp),
+                )
+                self._fleet[key] = columns
+                dirty = np.flatnonzero(~np.isnan(store.times))
+            else:
+                dirty = np.flatnonzero(store.dirty)
+            if len(dirty):
+                self._fleet_columns(cycle, key, columns, dirty)
+        self._fleet = {key: value for key, value in self._fleet.items() if key in wanted}
+        store.dirty[:] = False
+
+    def _fleet_columns(
+        self, cycle: _Cycle, key: tuple[str, bool], fleet: _FleetColumns, columns: IntArray
+    ) -> None:
+        signal, gated = key
+        rows = cycle.rows
+        values = self._store.values[signal][:rows, columns].astype(np.float64)
+        times = self._store.times[columns]
+        member = cycle.in_use[:, None] & (times[None, :] >= cycle.warm_end[:, None])
+        if gated:
+            member &= self._traffic(columns, rows)
+        values = np.where(member, values, np.nan)
+        counts = np.count_nonzero(~np.isnan(values), axis=0)
+        median = nanmedian_last(values.T, counts)
+        fleet.median[columns] = np.where(median > 0, median, np.nan)
+        fleet.count[columns] = counts
+
+    def _traffic(self, columns: IntArray, rows: int) -> BoolArray:
+        rates = self._store.values.get(REQUEST_RATE)
+        if rates is None:
+            return np.zeros((rows, len(columns)), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(rates[:rows, columns] >= self._policy.min_request_rate)
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def _window(
+        self, cycle: _Cycle, length: float, at: float | None = None
+    ) -> tuple[IntArray, FloatArray]:
+        end = cycle.now if at is None else at
+        key = (length, end)
+        cached = cycle.windows.get(key)
+        if cached is None:
+            columns = self._store.window(end - length, end)
+            cached = (columns, self._store.times[columns])
+            cycle.windows[key] = cached
+        return cached
+
+    def _samples(
+        self, rule: Rule, cycle: _Cycle, columns: IntArray, times: FloatArray
+    ) -> tuple[FloatArray, BoolArray]:
+        """The rule's signal over the window, and which samples may be judged."""
+        values = self._store.values[rule.signal][: cycle.rows, columns].astype(np.float64)
+        usable = ~np.isnan(values) & (times[None, :] >= cycle.warm_end[:, None])
+        if rule.requires_traffic:
+            usable &= self._traffic(columns, cycle.rows)
+        return values, usable
+
+    def _judge(self, rule: Rule, cycle: _Cycle) -> _Outcome:
+        policy = self._policy
+        store = self._store
+        now, rows = cycle.now, cycle.rows
+        memory = self._memory[rule.name]
+        state = np.full(rows, OK, dtype=np.int8)
+        aux = np.full(rows, np.nan)
+        with np.errstate(invalid="ignore"):
+            fresh = (now - store.last_time[rule.signal][:rows]) <= policy.stale_after_s
+        state[~fresh] = NO_DATA
+        if rule.requires_traffic:
+            rate_time = store.last_time.get(REQUEST_RATE)
+            if rate_time is None:
+                rate_fresh = np.zeros(rows, dtype=bool)
+                rate = np.full(rows, np.nan)
+            else:
+                with np.errstate(invalid="ignore"):
+                    rate_fresh = (now - rate_time[:rows]) <= policy.stale_after_s
+                rate = store.last_value[REQUEST_RATE][:rows]
+            low = fresh & rate_fresh & (rate < policy.min_request_rate)
+            state[low] = LOW_TRAFFIC
+            aux[low] = rate[low]
+            unknown = fresh & ~rate_fresh
+            state[unknown] = NO_DATA
+            aux[unknown] = _NO_TRAFFIC_DATA
+        warming = now < cycle.warm_end
+        state[warming] = WARMING_UP
+        aux[warming] = (cycle.warm_end - now)[warming]
+        state[~cycle.in_use] = NO_DATA
+        eligible = state == OK
+        if rule.kind is RuleKind.GROWTH:
+            outcome = self._growth(
+                rule, cycle, memory=memory, state=state, aux=aux, eligible=eligible
+            )
+        else:
+            outcome = self._sustained(
+                rule, cycle, memory=memory, state=state, aux=aux, eligible=eligible
+            )
+        breached = outcome.breached
+        memory.breached[:rows] = breached
+        return outcome
+
+    def _sustained(
+        self,
+        rule: Rule,
+        cycle: _Cycle,
+        *,
+        memory: _RuleMemory,
+        state: StateArray,
+        aux: FloatArray,
+        eligible: BoolArray,
+    ) -> _Outcome:
+        rows = cycle.rows
+        columns, times = self._window(cycle, rule.window_s)
+        values, usable = self._samples(rule, cycle, columns, times)
+        if rule.kind is RuleKind.BASELINE:
+            baseline = memory.baseline[:rows]
+            values = values / baseline[:, None]
+            missing = eligible & np.isnan(baseline)
+            state[missing] = NO_DATA
+            aux[missing] = _NO_BASELINE
+            usable &= ~np.isnan(values)
+            reference_rate = memory.baseline_rate[:rows]
+            if REQUEST_RATE in self._store.values and np.isfinite(reference_rate).any():
+                rates = self._store.values[REQUEST_RATE][:rows, columns].astype(np.float64)
+                rate_now = nanmedian_last(np.where(usable, rates, np.nan))
+                with np.errstate(invalid="ignore"):
+                    ratio = rate_now / reference_rate
+                surge = eligible & ~missing & (ratio > COMPARABLE_LOAD_RATIO)
+                state[surge] = NOT_COMPARABLE
+                aux[surge] = ratio[surge]
+        elif rule.kind is RuleKind.OUTLIER:
+            fleet = self._fleet[(rule.signal, rule.requires_traffic)]
+            enough = fleet.count[columns] >= rule.min_fleet
+            values = values / fleet.median[columns][None, :]
+            usable &= enough[None, :] & ~np.isnan(values)
+            newest = self._store.newest_column
+            size = int(fleet.count[newest]) if newest >= 0 else 0
+            if size < rule.min_fleet:
+                thin = state == OK
+                state[thin] = INSUFFICIENT_FLEET
+                aux[thin] = float(size)
+        eligible = state == OK
+        counts = np.count_nonzero(usable, axis=1)
+        needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * rule.window_s / cycle.step))
+        covered = counts >= needed
+        upward = rule.breaches_upward
+        if upward:
+            extreme = np.where(usable, values, np.inf).min(axis=1, initial=np.inf)
+            enter = covered & (extreme > rule.threshold)
+        else:
+            extreme = np.where(usable, values, -np.inf).max(axis=1, initial=-np.inf)
+            enter = covered & (extreme < rule.threshold)
+        observed = np.where(counts > 0, extreme, np.nan)
+        holding = memory.breached[:rows] & eligible & (counts > 0) & ~enter
+        hold = np.zeros(rows, dtype=bool)
+        if holding.any():
+            which = np.flatnonzero(holding)
+            median = nanmedian_last(np.where(usable[which], values[which], np.nan))
+            hold[which] = median > rule.clear if upward else median < rule.clear
+            observed[which] = median
+        breached = eligible & (enter | hold)
+        state[breached] = BREACH
+        thin = eligible & ~breached & ~covered
+        state[thin] = NO_DATA
+        aux[thin] = counts[thin] / max(rule.window_s / cycle.step, 1.0)
+        level = np.where(memory.breached[:rows] & breached, rule.clear, rule.threshold)
+        return _Outcome(state, observed, level, aux)
+
+    def _trend(
+        self, rule: Rule, cycle: _Cycle, at: float | None = None
+    ) -> tuple[Trend, BoolArray, FloatArray]:
+        """The fit at ``at`` (default now), whether the window holds enough for it, coverage."""
+        end = cycle.now if at is None else at
+        columns, times = self._window(cycle, rule.window_s, at)
+        values, usable = self._samples(rule, cycle, columns, times)
+        trend = theil_sen(np.where(usable, values, np.nan), times, end - rule.window_s, end)
+        counts = np.count_nonzero(usable, axis=1)
+        needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * rule.window_s / cycle.step))
+        enough = (counts >= needed) & (trend.buckets >= GROWTH_MIN_BUCKETS)
+        coverage = counts / max(rule.window_s / cycle.step, 1.0)
+        return trend, enough, coverage
+
+    def _growth_condition(
+        self, rule: Rule, trend: Trend, enough: BoolArray
+    ) -> tuple[FloatArray, BoolArray, BoolArray, FloatArray, FloatArray]:
+        """Slope per hour, breach condition, breached-by-time-to-limit, needed slope, time left."""
+        slope = trend.consistent_slope * 3600.0
+        with np.errstate(invalid="ignore"):
+            by_slope = enough & (slope > rule.threshold)
+        rows = len(slope)
+        by_limit = np.zeros(rows, dtype=bool)
+        needed = np.full(rows, np.nan)
+        left = np.full(rows, np.nan)
+        if rule.limit is not None and rule.time_to_limit_s is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                needed = (rule.limit - trend.level) / rule.time_to_limit_s * 3600.0
+                left = np.where(slope > 0, (rule.limit - trend.level) / slope * 3600.0, np.inf)
+                by_limit = enough & (slope > 0) & (slope >= needed)
+        return slope, by_slope | by_limit, by_limit & ~by_slope, needed, left
+
+    def _growth(
+        self,
+        rule: Rule,
+        cycle: _Cycle,
+        *,
+        memory: _RuleMemory,
+        state: StateArray,
+        aux: FloatArray,
+        eligible: BoolArray,
+    ) -> _Outcome:
+        rows, now = cycle.rows, cycle.now
+        trend, enough, coverage = self._trend(rule, cycle)
+        slope, condition, by_limit, needed, left = self._growth_condition(rule, trend, enough)
+        if rule.sustain_s > 0 and self._backfilled[:rows].any():
+            self._restore_since(rule, cycle, memory, condition)
+        since = memory.since[:rows]
+        since = np.where(condition & eligible, np.where(np.isnan(since), now, since), np.nan)
+        memory.since[:rows] = since
+        enter = condition & eligible & (now - since >= rule.sustain_s)
+        with np.errstate(invalid="ignore"):
+            hold = memory.breached[:rows] & eligible & enough & ((slope > rule.clear) | by_limit)
+        breached = enter | hold
+        state[breached] = BREACH
+        thin = eligible & ~enough
+        state[thin] = NO_DATA
+        aux[thin] = coverage[thin]
+        judged = (state == BREACH) | (state == OK)
+        aux[judged] = left[judged]
+        level = np.where(memory.breached[:rows] & breached, rule.clear, rule.threshold)
+        return _Outcome(
+            state,
+            np.where(np.isfinite(slope), slope, np.nan),
+            level,
+            aux,
+            by_time_to_limit=by_limit,
+            needed=needed,
+        )
+
+    def _restore_since(
+        self, rule: Rule, cycle: _Cycle, memory: _RuleMemory, condition_now: BoolArray
+    ) -> None:
+        """After a backfill, find how long the growth condition has held from the history."""
+        rows = cycle.rows
+        backfilled = self._backfilled[:rows] & np.isnan(memory.since[:rows]) & condition_now
+        if not backfilled.any():
+            return
+        instants = cycle.now - rule.sustain_s * (
+            1 - np.arange(RETRO_SUSTAIN_STEPS) / RETRO_SUSTAIN_STEPS
+        )
+        holds_since = np.full(rows, np.nan)
+        unbroken = backfilled.copy()
+        for at in instants[::-1]:
+            trend, enough, _ = self._trend(rule, cycle, float(at))
+            _, condition, _, _, _ = self._growth_condition(rule, trend, enough)
+            condition &= float(at) >= cycle.warm_end
+            unbroken &= condition
+            holds_since[unbroken] = at
+        memory.since[:rows] = np.where(
+            backfilled & ~np.isnan(holds_since), holds_since, memory.since[:rows]
+        )
+
+    # -- baselines ---------------------------------------------------------------------------
+
+    def _capture_baselines(self, cycle: _Cycle) -> None:
+        for rule in self._policy.rules:
+            if rule.kind is RuleKind.BASELINE:
+                self._capture_baseline(rule, cycle, self._memory[rule.name])
+
+    def _capture_baseline(self, rule: Rule, cycle: _Cycle, memory: _RuleMemory) -> None:
+        rows, now = cycle.rows, cycle.now
+        pending = cycle.in_use & np.isnan(memory.baseline[:rows]) & (now >= cycle.warm_end)
+        if not pending.any():
+            return
+        columns, times = self._window(cycle, math.inf)
+        start = memory.baseline_start[:rows]
+        seek = np.flatnonzero(pending & np.isnan(start))
+        if len(seek):
+            values, usable = self._samples_for(rule, cycle, seek, columns, times)
+            after = memory.baseline_after[seek]
+            usable &= ~(times[None, :] < np.where(np.isnan(after), -np.inf, after)[:, None])
+            first = np.where(usable, times[None, :], np.inf).min(axis=1, initial=np.inf)
+            start[seek] = np.where(np.isfinite(first), first, np.nan)
+        window = rule.baseline_window_s
+        ready = np.flatnonzero(
+            pending & ~np.isnan(start) & (now >= start + window) & ~self._degraded[:rows]
+        )
+        if not len(ready):
+            return
+        values, usable = self._samples_for(rule, cycle, ready, columns, times)
+        begin = start[ready][:, None]
+        usable &= (times[None, :] >= begin) & (times[None, :] <= begin + window)
+        counts = np.count_nonzero(usable, axis=1)
+        needed = max(MIN_SAMPLES, math.ceil(BASELINE_MIN_COVERAGE * window / cycle.step))
+        good = counts >= needed
+        reference = nanmedian_last(np.where(usable, values, np.nan), counts)
+        good &= reference > 0
+        rates = self._store.values.get(REQUEST_RATE)
+        rate = np.full(len(ready), np.nan)
+        if rates is not None:
+            rate = nanmedian_last(
+                np.where(usable, rates[ready][:, columns].astype(np.float64), np.nan)
+            )
+        memory.baseline[ready[good]] = reference[good]
+        memory.baseline_rate[ready[good]] = rate[good]
+        retry = ready[~good]
+        memory.baseline_after[retry] = start[retry] + window / 2
+        start[retry] = np.nan
+
+    def _samples_for(
+        self, rule: Rule, cycle: _Cycle, rows: IntArray, columns: IntArray, times: FloatArray
+    ) -> tuple[FloatArray, BoolArray]:
+        values = self._store.values[rule.signal][rows][:, columns].astype(np.float64)
+        usable = ~np.isnan(values) & (times[None, :] >= cycle.warm_end[rows][:, None])
+        if rule.requires_traffic:
+            rates = self._store.values.get(REQUEST_RATE)
+            if rates is None:
+                usable[:] = False
+            else:
+                with np.errstate(invalid="ignore"):
+                    usable &= rates[rows][:, columns] >= self._policy.min_request_rate
+        return values, usable
+
+    # -- verdicts ----------------------------------------------------------------------------
+
+    def _verdicts(
+        self, cycle: _Cycle, outcomes: Sequence[_Outcome], degraded: BoolArray
+    ) -> dict[PodKey, Verdict]:
+        policy = self._policy
+        rules = policy.rules
+        now, rows = cycle.now, cycle.rows
+        reasons: dict[int, list[Reason]] = {}
+        for rule, outcome in zip(rules, outcomes, strict=True):
+            for row in np.flatnonzero(outcome.breached).tolist():
+                observed = float(outcome.observed[row])
+                threshold = float(outcome.level[row])
+                by_limit = outcome.by_time_to_limit is not None and bool(
+                    outcome.by_time_to_limit[row]
+                )
+                if by_limit and outcome.needed is not None:
+                    threshold = float(outcome.needed[row])
+                text = reason_text(rule, observed, threshold, by_time_to_limit=by_limit)
+                reasons.setdefault(row, []).append(
+                    Reason(
+                        rule.name, rule.signal, rule.kind, observed, threshold, rule.window_s, text
+                    )
+                )
+        fresh = np.zeros(rows, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            for name in self._store.signals:
+                fresh |= (now - self._store.last_time[name][:rows]) <= policy.stale_after_s
+        warming = (now < cycle.warm_end).tolist()
+        fresh_list = fresh.tolist()
+        degraded_list = degraded.tolist()
+        explanation = _Explanation(rules, outcomes, now)
+        empty: tuple[Reason, ...] = ()
+        return {
+            key: Verdict(
+                pod=key,
+                degraded=degraded_list[row],
+                warming_up=warming[row],
+                has_data=fresh_list[row],
+                reasons=tuple(reasons[row]) if row in reasons else empty,
+                evaluated_at=now,
+                _explain=partial(explanation.for_row, row),
+            )
+            for key, row in self._rows.items()
+        }

@@ -1,0 +1,213 @@
+"""Recent samples of every pod of one deployment, on a shared ring of cycle columns.
+
+All pods of a deployment are sampled in the same evaluation cycle, so one column holds one
+cycle: its time is stored once, each signal keeps a (pods x columns) float32 matrix with NaN for
+"no sample". Pods sampled at the same moment line up in a column, which is what fleet
+comparisons need, and a window is the same set of columns for every pod. The ring holds as many
+columns as the longest window needs at the observed cycle step, so memory stays bounded however
+long the operator runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from infercycle.health.robust import BoolArray, FloatArray, IntArray
+
+MERGE_TOLERANCE_S = 0.5
+"""Observations closer than this to the newest cycle belong to it."""
+DEFAULT_STEP_S = 15.0
+"""Cycle step assumed until a few cycles have been seen."""
+MIN_COLUMNS = 32
+MAX_COLUMNS = 2048
+"""Hard bound on the ring: a cycle step under longest window / 2048 thins out the history."""
+HEADROOM = 1.1
+
+ValueMatrix = npt.NDArray[np.float32]
+
+
+def columns_needed(history_s: float, step_s: float) -> int:
+    wanted = math.ceil(history_s / max(step_s, 1e-3) * HEADROOM) + 4
+    return int(min(max(wanted, MIN_COLUMNS), MAX_COLUMNS))
+
+
+class CycleStore:
+    """Samples per (pod row, cycle column) for a fixed set of signals."""
+
+    def __init__(self, signals: Iterable[str], history_s: float, rows: int = 16) -> None:
+        self.history_s = history_s
+        self.capacity = columns_needed(history_s, DEFAULT_STEP_S)
+        self.rows = max(rows, 1)
+        self.times: FloatArray = np.full(self.capacity, np.nan)
+        self.values: dict[str, ValueMatrix] = {}
+        self.last_time: dict[str, FloatArray] = {}
+        self.last_value: dict[str, FloatArray] = {}
+        self.dirty: BoolArray = np.zeros(self.capacity, dtype=bool)
+        self.layout = 0
+        """Bumped whenever columns move: anything cached per column must be rebuilt."""
+        self._next = 0
+        self._newest = -1
+        self._appended = 0
+        self._step: float | None = None
+        self.set_signals(signals)
+
+    # -- shape ------------------------------------------------------------------------------
+
+    def set_signals(self, signals: Iterable[str]) -> None:
+        wanted = tuple(dict.fromkeys(signals))
+        for name in list(self.values):
+            if name not in wanted:
+                del self.values[name], self.last_time[name], self.last_value[name]
+        for name in wanted:
+            if name not in self.values:
+                self.values[name] = np.full((self.rows, self.capacity), np.nan, dtype=np.float32)
+                self.last_time[name] = np.full(self.rows, np.nan)
+                self.last_value[name] = np.full(self.rows, np.nan)
+        self.signals = wanted
+
+    def ensure_rows(self, rows: int) -> None:
+        if rows <= self.rows:
+            return
+        grown = max(rows, self.rows * 2)
+        for name in self.signals:
+            matrix = np.full((grown, self.capacity), np.nan, dtype=np.float32)
+            matrix[: self.rows] = self.values[name]
+            self.values[name] = matrix
+            for per_row in (self.last_time, self.last_value):
+                column = np.full(grown, np.nan)
+                column[: self.rows] = per_row[name]
+                per_row[name] = column
+        self.rows = grown
+
+    def clear_row(self, row: int) -> None:
+        for name in self.signals:
+            self.values[name][row] = np.nan
+            self.last_time[name][row] = np.nan
+            self.last_value[name][row] = np.nan
+
+    def set_history(self, history_s: float) -> None:
+        self.history_s = history_s
+        self._fit_capacity()
+
+    # -- columns ----------------------------------------------------------------------------
+
+    @property
+    def newest_time(self) -> float:
+        return float(self.times[self._newest]) if self._newest >= 0 else math.nan
+
+    @property
+    def newest_column(self) -> int:
+        return self._newest
+
+    def step(self) -> float:
+        """The usual time between cycles: the median gap of the recent columns."""
+        if self._step is None:
+            times = np.sort(self.times[~np.isnan(self.times)])[-33:]
+            gaps = np.diff(times)
+            gaps = gaps[gaps > MERGE_TOLERANCE_S]
+            self._step = float(np.median(gaps)) if len(gaps) else DEFAULT_STEP_S
+        return self._step
+
+    def column_for(self, t: float) -> int:
+        """The column of the cycle at ``t``, appended when ``t`` starts a new cycle.
+
+        -1 when ``t`` is older than everything the ring keeps.
+        """
+        newest = self._newest
+        if newest >= 0:
+            newest_t = self.times[newest]
+            if abs(t - newest_t) <= MERGE_TOLERANCE_S:
+                return newest
+            if t < newest_t:
+                return int(self.columns_for(np.array([t]), MERGE_TOLERANCE_S)[0])
+        self._append(t)
+        return self._newest
+
+    def columns_for(self, times: FloatArray, tolerance: float) -> IntArray:
+        """Columns for many sample times at once (backfill): the nearest cycle within
+        ``tolerance``, else a new column slotted in by time. -1 for times too old to keep."""
+        columns = self._match(times, tolerance)
+        missing = columns == -1
+        if missing.any():
+            self._insert(np.unique(times[missing]))
+            columns = self._match(times, tolerance)
+        return columns
+
+    def window(self, start: float, end: float) -> IntArray:
+        """Columns with ``start < time <= end``, oldest first."""
+        times = self.times
+        with np.errstate(invalid="ignore"):
+            inside = np.flatnonzero((times > start) & (times <= end))
+        return inside[np.argsort(times[inside], kind="stable")]
+
+    def _append(self, t: float) -> None:
+        column = self._next
+        for name in self.signals:
+            self.values[name][:, column] = np.nan
+        self.times[column] = t
+        self.dirty[column] = True
+        self._newest = column
+        self._next = (column + 1) % self.capacity
+        self._step = None
+        self._appended += 1
+        if self._appended % 32 == 0:
+            self._fit_capacity()
+
+    def _match(self, times: FloatArray, tolerance: float) -> IntArray:
+        known = np.flatnonzero(~np.isnan(self.times))
+        result = np.full(len(times), -1, dtype=np.intp)
+        if len(known) == 0:
+            return result
+        order = known[np.argsort(self.times[known])]
+        sorted_times = self.times[order]
+        right = np.clip(np.searchsorted(sorted_times, times), 0, len(order) - 1)
+        left = np.clip(right - 1, 0, len(order) - 1)
+        pick_left = np.abs(sorted_times[left] - times) <= np.abs(sorted_times[right] - times)
+        nearest = np.where(pick_left, left, right)
+        close = np.abs(sorted_times[nearest] - times) <= tolerance
+        result[close] = order[nearest[close]]
+        full = len(known) >= self.capacity
+        if full:
+            too_old = (times < sorted_times[0] - tolerance) & ~close
+            result[too_old] = -2
+        return result
+
+    def _insert(self, new_times: FloatArray) -> None:
+        known = self.times[~np.isnan(self.times)]
+        merged = np.union1d(known, new_times)
+        self._relayout(merged[-self.capacity :], self.capacity)
+
+    def _fit_capacity(self) -> None:
+        wanted = columns_needed(self.history_s, self.step())
+        if wanted > self.capacity or wanted < self.capacity // 2:
+            known = np.sort(self.times[~np.isnan(self.times)])
+            self._relayout(known[-wanted:], wanted)
+
+    def _relayout(self, kept_times: FloatArray, capacity: int) -> None:
+        """Rewrite every matrix with the columns at ``kept_times`` (sorted), oldest first."""
+        old_times = self.times
+        known = np.flatnonzero(~np.isnan(old_times))
+        sources, targets = known[:0], known[:0]
+        if len(kept_times):
+            position = np.clip(
+                np.searchsorted(kept_times, old_times[known]), 0, len(kept_times) - 1
+            )
+            keep = kept_times[position] == old_times[known]
+            sources, targets = known[keep], position[keep]
+        for name in self.signals:
+            matrix = np.full((self.rows, capacity), np.nan, dtype=np.float32)
+            matrix[:, targets] = self.values[name][:, sources]
+            self.values[name] = matrix
+        self.times = np.full(capacity, np.nan)
+        self.times[: len(kept_times)] = kept_times
+        self.dirty = np.zeros(capacity, dtype=bool)
+        self.dirty[: len(kept_times)] = True
+        self.capacity = capacity
+        self._newest = len(kept_times) - 1
+        self._next = len(kept_times) % capacity
+        self._step = None
+        self.layout += 1

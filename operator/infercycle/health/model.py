@@ -1,0 +1,131 @@
+"""What the health engine says about a pod: verdicts, their reasons and per-rule evaluations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from infercycle.api.display import format_level, format_value
+from infercycle.api.policy import Rule, RuleKind
+from infercycle.api.units import format_duration
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PodKey:
+    """One incarnation of a pod: a new uid under the same name is a fresh pod."""
+
+    name: str
+    uid: str
+
+
+class RuleState(StrEnum):
+    """How one rule judged one pod in one cycle."""
+
+    BREACH = "breach"
+    OK = "ok"
+    NO_DATA = "no-data"
+    WARMING_UP = "warming-up"
+    LOW_TRAFFIC = "low-traffic"
+    NOT_COMPARABLE = "not-comparable"
+    INSUFFICIENT_FLEET = "insufficient-fleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One breached rule, with the numbers that breached it.
+
+    ``observed`` and ``threshold`` are in the rule's terms: signal units for above/below, units
+    per hour for growth, a ratio for baseline and outlier. A growth rule breached by its
+    time-to-limit reports as threshold the growth per hour that reaches the limit in time.
+    """
+
+    rule: str
+    signal: str
+    kind: RuleKind
+    observed: float
+    threshold: float
+    window_s: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleEvaluation:
+    """One rule's judgement of one pod: its state, the value it looked at, the level in effect.
+
+    ``level`` is the threshold, or the clear level while a breach holds (hysteresis).
+    """
+
+    rule: Rule
+    state: RuleState
+    observed: float | None
+    level: float
+    detail: str = ""
+
+    @property
+    def breached(self) -> bool:
+        return self.state is RuleState.BREACH
+
+    def describe(self) -> str:
+        """One line for people, such as ``latency-creep  ok  1.12x (threshold 1.80x)``."""
+        observed = "-" if self.observed is None else format_level(self.rule, self.observed)
+        word = "clear at" if self.breached and self.level != self.rule.threshold else "threshold"
+        level = format_level(self.rule, self.level)
+        text = f"{self.rule.name}  {self.state.value}  {observed} ({word} {level})"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The engine's judgement of one pod at one evaluation.
+
+    ``reasons`` lists every breached rule, whether or not the pod is degraded (one breached
+    signal short of a quorum still shows). ``evaluations`` covers every rule of the policy.
+    """
+
+    pod: PodKey
+    degraded: bool
+    warming_up: bool
+    has_data: bool
+    reasons: tuple[Reason, ...]
+    evaluated_at: float
+    _explain: Callable[[], tuple[RuleEvaluation, ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def breached_signals(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(reason.signal for reason in self.reasons))
+
+    @property
+    def evaluations(self) -> tuple[RuleEvaluation, ...]:
+        """Every rule's evaluation (built on demand: verdicts are many, explanations few)."""
+        return self._explain() if self._explain is not None else ()
+
+
+def reason_text(rule: Rule, observed: float, threshold: float, *, by_time_to_limit: bool) -> str:
+    """``memory-leak: memory growth 512.0Mi/h > 256.0Mi/h over 1h`` and its siblings."""
+    window = format_duration(rule.window_s)
+    seen = format_level(rule, observed)
+    level = format_level(rule, threshold)
+    kind = rule.kind
+    if kind is RuleKind.GROWTH:
+        if by_time_to_limit and rule.limit is not None and rule.time_to_limit_s is not None:
+            limit = format_value(rule.signal, rule.limit)
+            within = format_duration(rule.time_to_limit_s)
+            return (
+                f"{rule.name}: {rule.signal} growth {seen} reaches {limit} within {within} "
+                f"(fitted over {window})"
+            )
+        return f"{rule.name}: {rule.signal} growth {seen} > {level} over {window}"
+    if kind is RuleKind.BASELINE:
+        return f"{rule.name}: {rule.signal} {seen} own baseline >= {level} for {window}"
+    if kind is RuleKind.OUTLIER:
+        return f"{rule.name}: {rule.signal} {seen} fleet median >= {level} for {window}"
+    symbol = "<" if kind is RuleKind.BELOW else ">"
+    return f"{rule.name}: {rule.signal} {seen} {symbol} {level} for {window}"
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

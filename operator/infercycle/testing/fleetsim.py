@@ -1,0 +1,682 @@
+"""A fleet metrics simulator: what cAdvisor, dcgm-exporter and vLLM would export for every pod.
+
+    python -m infercycle.testing.fleetsim --kubeconfig K --port P --speed S [--config FILE]
+
+It watches the pods of the cluster (list, then watch from the list's resourceVersion; it lists
+again after any error) and serves Prometheus text on ``/metrics`` for every Running pod:
+
+- cAdvisor: ``container_cpu_usage_seconds_total`` (counter, CPU seconds) and
+  ``container_memory_working_set_bytes`` (gauge, bytes), labelled ``namespace``, ``pod``,
+  ``container`` (the pod's first container; no pod-level ``container=""`` series);
+- dcgm-exporter: ``DCGM_FI_DEV_FB_USED`` and ``DCGM_FI_DEV_FB_FREE`` (gauges, **MiB**, as the
+  exporter reports them), labelled ``namespace``, ``pod``, ``container``, ``gpu``, ``UUID``,
+  ``modelName``, ``Hostname``;
+- vLLM: ``vllm:e2e_request_latency_seconds`` (histogram), ``vllm:num_requests_running``,
+  ``vllm:kv_cache_usage_perc`` (0..1), ``vllm:request_success_total`` and
+  ``vllm:request_failure_total`` (counters), labelled ``namespace``, ``pod``, ``model_name``.
+
+Each pod follows a scenario of :mod:`infercycle.testing.scenarios`, chosen by the pod annotation
+``sim.infercycle.io/scenario``, else by the first rule of the config file whose glob matches
+``namespace/name`` or ``name``, else ``healthy``. ``sim.infercycle.io/params`` (a JSON object)
+overrides scenario parameters; ``sim.infercycle.io/age-offset`` (seconds) starts the pod older;
+``sim.infercycle.io/disabled: "true"`` hides the pod. The config file (YAML or JSON)::
+
+    defaults: {scenario: healthy}
+    fleetLoad: surge            # optional: drive every pod with the fleet-wide surge curve
+    rules:
+      - match: "leaky-*"        # fnmatch glob on "namespace/name" or on "name"
+        scenario: leak
+        params: {rate: 4096, onset: 600}
+        ageOffset: 0
+
+A simpler ``{glob: scenario}`` mapping is accepted too.
+
+Time runs ``--speed`` times faster than real time: a pod's age is
+``age_offset + (now - start) * speed`` where ``start`` is the pod's ``status.startTime`` (its
+creation time before that). Rates are not scaled: counters grow at the model's per-second values
+in real time, so ``rate()`` over a real window reads the model's CPU cores, requests per second
+and failures per second at the pod's simulated age. State is keyed by pod UID, so a recreated
+pod (same name, new UID) starts again at age zero with fresh counters; counters never decrease
+for one UID.
+
+The latency histogram is synthesised so that ``histogram_quantile(0.99, rate(...))`` returns the
+scenario's p99: at each step the request increment is spread over the buckets with a cumulative
+share that puts the 0.99 point, under Prometheus's linear interpolation inside a bucket, exactly at
+the model's p99. ``vllm:request_failure_total`` grows so that failures / (successes + failures)
+is the model's ``error_rate``; ``vllm:request_success_total`` grows at ``request_rate``.
+
+``GET /healthz`` answers ``ok``; ``GET /pods`` returns the simulated pods as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import yaml
+
+log = logging.getLogger("infercycle.fleetsim")
+
+ANNOTATION_SCENARIO = "sim.infercycle.io/scenario"
+ANNOTATION_PARAMS = "sim.infercycle.io/params"
+ANNOTATION_AGE_OFFSET = "sim.infercycle.io/age-offset"
+ANNOTATION_DISABLED = "sim.infercycle.io/disabled"
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.125,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
+"""vLLM's e2e latency buckets plus finer ones below 0.3 s so that ~85 ms p99 is resolvable."""
+
+MIB = float(2**20)
+GPU_TOTAL_MIB = 81920.0
+MODEL_NAME = "sim-model"
+GPU_MODEL = "NVIDIA H100 80GB HBM3"
+MAX_STEP_S = 2.0
+"""Counters are integrated in real-time steps of at most this length."""
+QUANTILE = 0.99
+QUANTILE_SPREAD = 0.01
+"""Cumulative share at the lower / upper edge of the p99 bucket is 0.99 -/+ this times the
+position of p99 inside the bucket, so the bucket holds the 0.99 point."""
+
+
+class PodModelLike(Protocol):
+    def sample(self, age_s: float, fleet_load: float = 1.0) -> dict[str, float | None]: ...
+
+
+def _scenarios() -> ModuleType:
+    from infercycle.testing import scenarios  # noqa: PLC0415 - loaded on first use
+
+    return scenarios
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: str
+    scenario: str
+    params: dict[str, float] = field(default_factory=dict)
+    age_offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    default_scenario: str = "healthy"
+    default_params: dict[str, float] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    fleet_surge: bool = False
+
+    @classmethod
+    def load(cls, path: str | None) -> SimConfig:
+        if not path:
+            return cls()
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            msg = f"{path}: expected a mapping"
+            raise ValueError(msg)
+        if "rules" not in raw and "defaults" not in raw and "fleetLoad" not in raw:
+            rules = tuple(Rule(match=str(k), scenario=str(v)) for k, v in raw.items())
+            return cls(rules=rules)
+        defaults = raw.get("defaults") or {}
+        rules = tuple(
+            Rule(
+                match=str(item["match"]),
+                scenario=str(item.get("scenario", "healthy")),
+                params={str(k): float(v) for k, v in (item.get("params") or {}).items()},
+                age_offset=float(item.get("ageOffset", 0.0)),
+            )
+            for item in raw.get("rules") or []
+        )
+        return cls(
+            default_scenario=str(defaults.get("scenario", "healthy")),
+            default_params={str(k): float(v) for k, v in (defaults.get("params") or {}).items()},
+            rules=rules,
+            fleet_surge=str(raw.get("fleetLoad", "")).lower() == "surge",
+        )
+
+    def choose(self, namespace: str, name: str) -> tuple[str, dict[str, float], float]:
+        for rule in self.rules:
+            if fnmatch.fnmatchcase(f"{namespace}/{name}", rule.match) or fnmatch.fnmatchcase(
+                name, rule.match
+            ):
+                return rule.scenario, dict(rule.params), rule.age_offset
+        return self.default_scenario, dict(self.default_params), 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# per-pod state
+
+
+def stable_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def cumulative_shares(p99: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> list[float]:
+    """Share of requests at or below each bucket bound, placing the 0.99 quantile at ``p99``.
+
+    ``histogram_quantile`` interpolates linearly inside the bucket that holds the quantile;
+    the shares at that bucket's bounds are chosen so that the interpolation lands on ``p99``.
+    Below it the shares follow a log-normal body, above it the rest fills the next bucket.
+    """
+    shares = [1.0] * len(buckets)
+    if p99 <= 0 or not math.isfinite(p99):
+        return shares
+    index = next((i for i, le in enumerate(buckets) if p99 <= le), None)
+    if index is None:
+        return [0.0] * len(buckets)
+    lower = buckets[index - 1] if index > 0 else 0.0
+    t = (p99 - lower) / (buckets[index] - lower)
+    at_lower = QUANTILE - QUANTILE_SPREAD * t
+    at_upper = QUANTILE + QUANTILE_SPREAD * (1 - t)
+    if index == 0:
+        # From zero up to the first bound: all mass below the bound, interpolated from 0.
+        shares[0] = min(1.0, QUANTILE / max(t, 1e-9))
+        return shares
+    sigma = 0.35
+    median = p99 / math.exp(2.326 * sigma)
+
+    def lognormal_cdf(x: float) -> float:
+        return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
+
+    body_top = lognormal_cdf(lower)
+    for i in range(index):
+        body = lognormal_cdf(buckets[i]) / body_top if body_top > 0 else 1.0
+        shares[i] = at_lower * body
+    shares[index] = at_upper
+    return shares
+
+
+@dataclass
+class PodSim:
+    uid: str
+    namespace: str
+    name: str
+    container: str
+    node: str
+    scenario: str
+    params: dict[str, float]
+    age_offset: float
+    start: float
+    model: PodModelLike
+    running: bool = True
+    last_step: float | None = None
+    last_sample: dict[str, float | None] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    success: float = 0.0
+    failure: float = 0.0
+    latency_sum: float = 0.0
+    latency_count: float = 0.0
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_BUCKETS))
+
+    def age(self, now: float, speed: float) -> float:
+        return self.age_offset + max(0.0, now - self.start) * speed
+
+    def advance(self, now: float, speed: float, load_of: Callable[[PodSim], float]) -> None:
+        """Integrate the counters up to ``now`` (wall-clock seconds)."""
+        if self.last_step is None:
+            self.last_step = now
+            self.last_sample = self.model.sample(self.age(now, speed), load_of(self))
+            return
+        while self.last_step < now:
+            step = min(MAX_STEP_S, now - self.last_step)
+            t = self.last_step + step
+            sample = self.model.sample(self.age(t, speed), load_of(self))
+            self._accumulate(sample, step)
+            self.last_step = t
+            self.last_sample = sample
+
+    def _accumulate(self, sample: Mapping[str, float | None], dt: float) -> None:
+        cpu = sample.get("cpu")
+        if cpu is not None:
+            self.cpu_seconds += max(cpu, 0.0) * dt
+        rate = sample.get("request_rate")
+        if rate is None or rate <= 0:
+            return
+        requests = rate * dt
+        self.success += requests
+        error = sample.get("error_rate")
+        if error is not None and error > 0:
+            error = min(error, 0.99)
+            self.failure += requests * error / (1 - error)
+        p99 = sample.get("latency_p99")
+        if p99 is not None and p99 > 0:
+            for i, share in enumerate(cumulative_shares(p99)):
+                self.buckets[i] += requests * share
+            self.latency_count += requests
+            self.latency_sum += requests * p99 / 2.2
+
+    def describe(self, now: float, speed: float) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "namespace": self.namespace,
+            "pod": self.name,
+            "node": self.node,
+            "scenario": self.scenario,
+            "params": self.params,
+            "age_s": round(self.age(now, speed), 3),
+            "running": self.running,
+            "sample": self.last_sample,
+            "counters": {
+                "cpu_seconds": self.cpu_seconds,
+                "success": self.success,
+                "failure": self.failure,
+            },
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# fleet
+
+
+class Fleet:
+    """Simulated pods by UID, fed by the pod watch, read by the exporter."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        speed: float,
+        age_offset: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.speed = speed
+        self.age_offset = age_offset
+        self.clock = clock
+        self.started = clock()
+        self.pods: dict[str, PodSim] = {}
+        self.lock = threading.Lock()
+        self.synced = threading.Event()
+
+    def fleet_load(self, pod: PodSim) -> float:
+        scenarios = _scenarios()
+        fleet_t = self.age_offset + (self.clock() - self.started) * self.speed
+        if self.config.fleet_surge or pod.scenario == "surge":
+            return float(scenarios.surge_load(fleet_t))
+        return 1.0
+
+    def _build(self, pod: Any) -> PodSim | None:
+        meta = pod.metadata
+        annotations = dict(meta.annotations or {})
+        if annotations.get(ANNOTATION_DISABLED, "").lower() == "true":
+            return None
+        scenario, params, offset = self.config.choose(meta.namespace, meta.name)
+        scenario = annotations.get(ANNOTATION_SCENARIO, scenario)
+        if ANNOTATION_PARAMS in annotations:
+            try:
+                extra = json.loads(annotations[ANNOTATION_PARAMS])
+                params.update({str(k): float(v) for k, v in dict(extra).items()})
+            except (ValueError, TypeError):
+                log.warning(
+                    "pod %s/%s: ignoring invalid %s", meta.namespace, meta.name, ANNOTATION_PARAMS
+                )
+        if ANNOTATION_AGE_OFFSET in annotations:
+            try:
+                offset = float(annotations[ANNOTATION_AGE_OFFSET])
+            except ValueError:
+                log.warning(
+                    "pod %s/%s: ignoring invalid %s",
+                    meta.namespace,
+                    meta.name,
+                    ANNOTATION_AGE_OFFSET,
+                )
+        seed = stable_seed(f"{meta.namespace}/{meta.name}")
+        try:
+            model = _scenarios().make_pod_model(scenario, seed, params or None)
+        except ValueError as exc:
+            log.warning("pod %s/%s: %s; using healthy", meta.namespace, meta.name, exc)
+            scenario, params = "healthy", {}
+            model = _scenarios().make_pod_model("healthy", seed, None)
+        status = pod.status
+        began = status.start_time if status and status.start_time else meta.creation_timestamp
+        start = began.timestamp() if isinstance(began, datetime) else self.clock()
+        containers = pod.spec.containers or []
+        return PodSim(
+            uid=meta.uid,
+            namespace=meta.namespace,
+            name=meta.name,
+            container=containers[0].name if containers else "main",
+            node=pod.spec.node_name or "",
+            scenario=scenario,
+            params=params,
+            age_offset=self.age_offset + offset,
+            start=start,
+            model=model,
+        )
+
+    def upsert(self, pod: Any) -> None:
+        running = bool(pod.status and pod.status.phase == "Running")
+        uid = pod.metadata.uid
+        with self.lock:
+            current = self.pods.get(uid)
+            if current is None:
+                if not running:
+                    return
+                sim = self._build(pod)
+                if sim is not None:
+                    self.pods[uid] = sim
+                    log.info(
+                        "pod %s/%s (%s): scenario %s",
+                        sim.namespace,
+                        sim.name,
+                        uid[:8],
+                        sim.scenario,
+                    )
+                return
+            current.running = running
+            if pod.spec.node_name:
+                current.node = pod.spec.node_name
+
+    def remove(self, uid: str) -> None:
+        with self.lock:
+            self.pods.pop(uid, None)
+
+    def replace_all(self, pods: Iterable[Any]) -> None:
+        seen: set[str] = set()
+        for pod in pods:
+            seen.add(pod.metadata.uid)
+            self.upsert(pod)
+        with self.lock:
+            for uid in list(self.pods):
+                if uid not in seen:
+                    del self.pods[uid]
+        self.synced.set()
+
+    def snapshot(self) -> list[PodSim]:
+        now = self.clock()
+        with self.lock:
+            pods = [p for p in self.pods.values() if p.running]
+            for pod in pods:
+                pod.advance(now, self.speed, self.fleet_load)
+            return sorted(pods, key=lambda p: (p.namespace, p.name))
+
+    def describe(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        with self.lock:
+            return [p.describe(now, self.speed) for p in self.pods.values()]
+
+
+# --------------------------------------------------------------------------------------------
+# exposition
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _num(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.header = f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+        self.lines: list[str] = []
+
+    def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        self.lines.append(f"{name}{_labels(labels)} {_num(value)}\n")
+
+    def render(self) -> str:
+        return self.header + "".join(self.lines)
+
+
+def render(pods: Iterable[PodSim]) -> str:
+    cpu = _Family(
+        "container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds."
+    )
+    mem = _Family("container_memory_working_set_bytes", "gauge", "Current working set in bytes.")
+    fb_used = _Family("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).")
+    fb_free = _Family("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).")
+    latency = _Family(
+        "vllm:e2e_request_latency_seconds",
+        "histogram",
+        "Histogram of end to end request latency in seconds.",
+    )
+    running = _Family(
+        "vllm:num_requests_running", "gauge", "Number of requests currently running on GPU."
+    )
+    kv = _Family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.")
+    success = _Family(
+        "vllm:request_success_total", "counter", "Count of successfully processed requests."
+    )
+    failure = _Family(
+        "vllm:request_failure_total", "counter", "Count of requests that finished with an error."
+    )
+    for pod in pods:
+        sample = pod.last_sample
+        if sample and all(v is None for v in sample.values()):
+            continue  # a scrape gap: the target answers nothing for this pod
+        base = {"namespace": pod.namespace, "pod": pod.name}
+        cont = {**base, "container": pod.container}
+        vllm = {**base, "model_name": MODEL_NAME}
+        cpu.add("container_cpu_usage_seconds_total", cont, pod.cpu_seconds)
+        if sample.get("memory") is not None:
+            mem.add("container_memory_working_set_bytes", cont, float(sample["memory"] or 0.0))
+        gpu = sample.get("gpu_memory")
+        if gpu is not None:
+            gpu_labels = {
+                **cont,
+                "gpu": "0",
+                "UUID": "GPU-" + pod.uid,
+                "modelName": GPU_MODEL,
+                "Hostname": pod.node,
+            }
+            used = max(gpu, 0.0) / MIB
+            fb_used.add("DCGM_FI_DEV_FB_USED", gpu_labels, round(used))
+            fb_free.add("DCGM_FI_DEV_FB_FREE", gpu_labels, round(max(GPU_TOTAL_MIB - used, 0.0)))
+        for le, count in zip(LATENCY_BUCKETS, pod.buckets, strict=True):
+            latency.add("vllm:e2e_request_latency_seconds_bucket", {**vllm, "le": _num(le)}, count)
+        latency.add(
+            "vllm:e2e_request_latency_seconds_bucket", {**vllm, "le": "+Inf"}, pod.latency_count
+        )
+        latency.add("vllm:e2e_request_latency_seconds_sum", vllm, pod.latency_sum)
+        latency.add("vllm:e2e_request_latency_seconds_count", vllm, pod.latency_count)
+        rate, p99 = sample.get("request_rate"), sample.get("latency_p99")
+        in_flight = (rate or 0.0) * (p99 or 0.0) / 2.2
+        running.add("vllm:num_requests_running", vllm, round(in_flight))
+        if sample.get("kv_cache") is not None:
+            kv.add("vllm:kv_cache_usage_perc", vllm, float(sample["kv_cache"] or 0.0))
+        success.add("vllm:request_success_total", {**vllm, "finished_reason": "stop"}, pod.success)
+        failure.add("vllm:request_failure_total", vllm, pod.failure)
+    families = (cpu, mem, fb_used, fb_free, latency, running, kv, success, failure)
+    return "".join(f.render() for f in families)
+
+
+def make_handler(fleet: Fleet) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "infercycle-fleetsim"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body = render(fleet.snapshot()).encode()
+                self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+            elif path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+            elif path == "/readyz":
+                ok = fleet.synced.is_set()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"syncing\n", "text/plain")
+            elif path == "/pods":
+                body = json.dumps(fleet.describe(), indent=1, default=str).encode()
+                self._send(200, body, "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+    return Handler
+
+
+# --------------------------------------------------------------------------------------------
+# pod watch
+
+
+def watch_pods(fleet: Fleet, kubeconfig: str | None, stop: threading.Event) -> None:
+    """List and watch pods in every namespace until ``stop``; relist after any failure."""
+    from kubernetes import client, config, watch  # noqa: PLC0415 - heavy, only for the CLI
+
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            if kubeconfig:
+                config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            else:
+                config.load_config()  # type: ignore[no-untyped-call]
+            api = client.CoreV1Api()
+            listing = api.list_pod_for_all_namespaces(timeout_seconds=30)
+            fleet.replace_all(listing.items)
+            version = listing.metadata.resource_version if listing.metadata else None
+            log.info("listed %d pods at resourceVersion %s", len(listing.items), version)
+            backoff = 0.5
+            while not stop.is_set():
+                w = watch.Watch()  # type: ignore[no-untyped-call]
+                for event in w.stream(  # type: ignore[no-untyped-call]
+                    api.list_pod_for_all_namespaces,
+                    resource_version=version,
+                    timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                ):
+                    kind = event.get("type")
+                    obj = event.get("object")
+                    if kind == "ERROR":
+                        raise RuntimeError(f"watch error: {event.get('raw_object')}")
+                    if obj is None or not hasattr(obj, "metadata"):
+                        continue
+                    if obj.metadata and obj.metadata.resource_version:
+                        version = obj.metadata.resource_version
+                    if kind in ("ADDED", "MODIFIED"):
+                        fleet.upsert(obj)
+                    elif kind == "DELETED":
+                        fleet.remove(obj.metadata.uid)
+                    if stop.is_set():
+                        w.stop()  # type: ignore[no-untyped-call]
+                        break
+        except Exception as exc:  # any failure means: list again
+            if stop.is_set():
+                break
+            log.warning("pod watch failed (%s); listing again in %.1fs", exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def serve(fleet: Fleet, host: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(fleet))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="fleetsim-http", daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infercycle.testing.fleetsim",
+        description="Simulated cAdvisor, dcgm-exporter and vLLM metrics for every Running pod.",
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster or ~/.kube)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=19100)
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
+    )
+    parser.add_argument(
+        "--age-offset",
+        type=float,
+        default=0.0,
+        help="simulated seconds added to every pod's age (default 0)",
+    )
+    parser.add_argument("--config", help="YAML/JSON file mapping pod globs to scenarios")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.speed <= 0:
+        parser.error("--speed must be positive")
+    config = SimConfig.load(args.config)
+    fleet = Fleet(config, speed=args.speed, age_offset=args.age_offset)
+    stop = threading.Event()
+    server = serve(fleet, args.host, args.port)
+    log.info("serving on http://%s:%d/metrics (speed %gx)", args.host, args.port, args.speed)
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watcher = threading.Thread(
+        target=watch_pods, args=(fleet, args.kubeconfig, stop), name="pod-watch", daemon=True
+    )
+    watcher.start()
+    stop.wait()
+    server.shutdown()
+    log.info("stopped at %s", datetime.now(UTC).isoformat(timespec="seconds"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
