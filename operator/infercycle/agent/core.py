@@ -252,6 +252,7 @@ class Agent:
             )
             raise _error_from(error) from error
         self._last_checkpoint = manifest.summary()
+        self._spawn(self._housekeeping(self._store.empty_trash))
         result = CheckpointResult(
             id=manifest.id,
             sha256=manifest.sha256,
@@ -365,6 +366,8 @@ class Agent:
                 process,
             )
             raise _error_from(error) from error
+        if self._session_dir is not None:
+            self._spawn(self._housekeeping(self._store.remove_previous_sessions, self._session_dir))
         return await self._record(
             RestoreResult(
                 result="restored",
@@ -377,6 +380,13 @@ class Agent:
             ),
             process,
         )
+
+    async def _housekeeping(self, job: Callable[..., object], *args: object) -> None:
+        """Delete what an operation set aside, after it answered."""
+        try:
+            await asyncio.to_thread(job, *args)
+        except OSError as error:
+            log.warning("housekeeping failed", extra={"fields": {"error": str(error)}})
 
     async def _record(self, result: RestoreResult, process: ProcessInfo | None) -> RestoreResult:
         memo = RestoreMemo(

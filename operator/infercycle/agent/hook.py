@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import aiohttp
 
 from infercycle.agent.store import state_too_large
 
-_CHUNK = 1 << 20
+_JSON_DOCUMENT = re.compile(rb"\s*[\[{]")
 
 
 class HookError(Exception):
@@ -47,14 +48,14 @@ class SessionHook:
                 if (response.content_length or 0) > self._max_size_bytes:
                     raise state_too_large(response.content_length or 0, self._max_size_bytes)
                 body = bytearray()
-                async for chunk in response.content.iter_chunked(_CHUNK):
+                async for chunk in response.content.iter_any():
                     body.extend(chunk)
                     if len(body) > self._max_size_bytes:
                         raise state_too_large(len(body), self._max_size_bytes, at_least=True)
         except (aiohttp.ClientError, TimeoutError) as error:
             raise self._unavailable("GET", error) from error
         data = bytes(body)
-        if data.lstrip()[:1] not in (b"{", b"["):
+        if not _JSON_DOCUMENT.match(data):
             msg = (
                 f"the session hook {self.url} did not return a JSON object or array; point "
                 "--session-hook at the server route that exports the session state"

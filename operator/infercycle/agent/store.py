@@ -1,10 +1,13 @@
 """Checkpoints of session state on the pod's volume.
 
 A checkpoint is a directory ``<sequence>-<UTC time>`` under the checkpoint root that holds
-``data/`` and a ``manifest.json`` with the size and SHA-256 of every file. It is written under a
-hidden temporary name, fsynced and then renamed into place, so a crash leaves either a whole
-checkpoint or a temporary directory that the next start removes. Every checksum is verified
-before a byte of a checkpoint is used.
+``data/`` and a ``manifest.json`` with the size and SHA-256 of every file. State from a session
+hook is one file, ``data/sessions.json``. A session dir is packed into one file,
+``data/files.pack``, the files back to back in manifest order, because creating thousands of small
+files costs far more than writing one (the server is drained while a checkpoint runs). It is
+written under a hidden temporary name, fsynced and then renamed into place, so a crash leaves
+either a whole checkpoint or a temporary directory that the next start removes. Every checksum is
+verified before a byte of a checkpoint is used.
 
 Everything here blocks; the agent's server calls it through ``asyncio.to_thread``.
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -38,7 +41,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DATA_DIR = "data"
 HOOK_ENTRY = "sessions.json"
+PACK_NAME = "files.pack"
 TEMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
 _CHECKPOINT_NAME = re.compile(r"^(\d{8})-\d{8}T\d{6}Z$")
 _TEMP_NAME = re.compile(r"^\.tmp-(\d{8})-[0-9a-f]+$")
 _CHUNK = 1 << 20
@@ -47,6 +52,7 @@ _MAX_MANIFEST_BYTES = 64 << 20
 
 log = logging.getLogger("infercycle.agent.store")
 _T = TypeVar("_T")
+Layout = Literal["files", "pack"]
 
 
 class StoreError(Exception):
@@ -118,6 +124,7 @@ class ManifestEntry(WireModel):
     sha256: str
     mode: int = 0o600
     mtime_ns: int | None = None
+    offset: int | None = None
 
 
 class Manifest(WireModel):
@@ -128,6 +135,7 @@ class Manifest(WireModel):
     boot_id: str
     created_boot_seconds: float
     source: StateSource
+    layout: Layout = "files"
     entry_count: int
     total_size_bytes: int
     sha256: str
@@ -187,7 +195,6 @@ class _Staging:
     path: Path
     sequence: int
     directories: list[Path] = field(default_factory=list)
-    files_synced: bool = True
     committed: bool = False
 
 
@@ -236,7 +243,7 @@ class CheckpointStore:
             entry = ManifestEntry(
                 path=HOOK_ENTRY, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
             )
-            return self._commit(staging, "hook", [entry])
+            return self._commit(staging, "hook", "files", [entry])
 
     def write_snapshot(self, source: Path) -> Manifest:
         """Copy a session directory; retry while it changes under the copy."""
@@ -245,9 +252,9 @@ class CheckpointStore:
                 before = _scan(source)
                 self._check_size(sum(state.size for state in before.values()))
                 with self._staging() as staging:
-                    entries = self._copy_tree(source, before, staging)
+                    entries = self._pack(source, before, staging)
                     if entries is not None and _scan(source) == before:
-                        return self._commit(staging, "dir", entries)
+                        return self._commit(staging, "dir", "pack", entries)
                 log.info(
                     "session dir changed during the copy; copying again",
                     extra={"fields": {"sessionDir": str(source), "attempt": attempt + 1}},
@@ -264,42 +271,43 @@ class CheckpointStore:
         if size > self.max_size_bytes:
             raise state_too_large(size, self.max_size_bytes)
 
-    def _copy_tree(
+    def _pack(
         self, source: Path, files: dict[str, _FileState], staging: _Staging
     ) -> list[ManifestEntry] | None:
+        """Copy the files into one pack file; ``None`` when one changed or vanished meanwhile."""
         entries = []
-        budget = self.max_size_bytes
-        data = staging.path / DATA_DIR
-        staging.files_synced = len(files) <= FSYNC_EACH_FILE_UP_TO
-        for relative, state in sorted(files.items()):
-            target = data / relative
-            _make_parents(target.parent, data, staging.directories)
-            try:
-                copied = _copy_file(
-                    source / relative,
-                    target,
-                    limit=budget,
-                    mode=state.mode,
-                    mtime_ns=state.mtime_ns,
-                    read_error=partial(_session_dir_error, source=source),
-                    sync=staging.files_synced,
+        offset = 0
+        with _open_new(staging.path / DATA_DIR / PACK_NAME) as fd:
+            for relative, state in sorted(files.items()):
+                try:
+                    handle = (source / relative).open("rb")
+                except FileNotFoundError:
+                    return None
+                except OSError as error:
+                    raise _session_dir_error(error, source) from error
+                digest = hashlib.sha256()
+                size = 0
+                with handle:
+                    for chunk in _chunks(handle, partial(_session_dir_error, source=source)):
+                        size += len(chunk)
+                        if offset + size > self.max_size_bytes:
+                            raise state_too_large(offset + size, self.max_size_bytes, at_least=True)
+                        digest.update(chunk)
+                        _write_all(fd, chunk)
+                if size != state.size:
+                    return None
+                entries.append(
+                    ManifestEntry(
+                        path=relative,
+                        size_bytes=size,
+                        sha256=digest.hexdigest(),
+                        mode=state.mode,
+                        mtime_ns=state.mtime_ns,
+                        offset=offset,
+                    )
                 )
-            except _LimitExceededError as exceeded:
-                self._check_size(self.max_size_bytes - budget + exceeded.size)
-                raise
-            if copied is None or copied[0] != state.size:
-                return None
-            size, sha256 = copied
-            budget -= size
-            entries.append(
-                ManifestEntry(
-                    path=relative,
-                    size_bytes=size,
-                    sha256=sha256,
-                    mode=state.mode,
-                    mtime_ns=state.mtime_ns,
-                )
-            )
+                offset += size
+            os.fsync(fd)
         return entries
 
     @contextmanager
@@ -327,7 +335,11 @@ class CheckpointStore:
                 _remove_quietly(path)
 
     def _commit(
-        self, staging: _Staging, source: StateSource, entries: list[ManifestEntry]
+        self,
+        staging: _Staging,
+        source: StateSource,
+        layout: Layout,
+        entries: list[ManifestEntry],
     ) -> Manifest:
         created = datetime.now(UTC)
         checkpoint_id = f"{staging.sequence:08d}-{created:%Y%m%dT%H%M%SZ}"
@@ -339,6 +351,7 @@ class CheckpointStore:
             boot_id=boot_id(),
             created_boot_seconds=boot_seconds(),
             source=source,
+            layout=layout,
             entry_count=len(entries),
             total_size_bytes=sum(entry.size_bytes for entry in entries),
             sha256=checkpoint_digest(entries),
@@ -347,8 +360,6 @@ class CheckpointStore:
         with _open_new(staging.path / MANIFEST_NAME) as fd:
             _write_all(fd, manifest.model_dump_json(by_alias=True, indent=1).encode())
             os.fsync(fd)
-        if not staging.files_synced:
-            _sync_file_system(staging.path)
         for directory in reversed(staging.directories):
             _fsync_dir(directory)
         _fsync_dir(staging.path)
@@ -382,32 +393,43 @@ class CheckpointStore:
         return sorted(names, reverse=True)
 
     def prune(self) -> list[str]:
-        """Delete all but the newest ``keep`` checkpoints; the ids deleted."""
+        """Retire all but the newest ``keep`` checkpoints; the ids retired.
+
+        Retiring is a rename into the trash, so it is quick whatever the size; ``empty_trash``
+        deletes the files later, off the path of the checkpoint.
+        """
         with self._lock:
             return self._prune_locked()
 
     def _prune_locked(self) -> list[str]:
-        removed = []
+        retired = []
         for checkpoint_id in self.list_ids()[self.keep :]:
-            shutil.rmtree(self.root / checkpoint_id)
-            removed.append(checkpoint_id)
-        if removed:
+            os.rename(self.root / checkpoint_id, self.root / f"{TRASH_PREFIX}{checkpoint_id}")
+            retired.append(checkpoint_id)
+        if retired:
             _fsync_dir(self.root)
             log.info(
-                "deleted old checkpoints",
-                extra={"fields": {"checkpoints": removed, "keep": self.keep}},
+                "retired old checkpoints",
+                extra={"fields": {"checkpoints": retired, "keep": self.keep}},
             )
-        return removed
+        return retired
+
+    def empty_trash(self) -> int:
+        """Delete retired checkpoints; how many there were."""
+        names = [name for name in _list_names(self.root) if name.startswith(TRASH_PREFIX)]
+        for name in names:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        return len(names)
 
     def cleanup_temp(self) -> list[str]:
-        """Remove what an interrupted write left behind; the names removed."""
+        """Remove what an interrupted write left behind, and the trash; the names removed."""
         removed = []
         with self._lock:
             for name in _list_names(self.root):
-                if name.startswith(TEMP_PREFIX):
+                if name.startswith((TEMP_PREFIX, TRASH_PREFIX)):
                     shutil.rmtree(self.root / name, ignore_errors=True)
                     removed.append(name)
-        if removed:
+        if any(name.startswith(TEMP_PREFIX) for name in removed):
             log.warning(
                 "removed the leftovers of an interrupted checkpoint",
                 extra={"fields": {"checkpointDir": str(self.root), "removed": removed}},
@@ -448,11 +470,33 @@ class CheckpointStore:
         """The manifest, after checking that every file is there with its size and checksum."""
         manifest = self.read_manifest(checkpoint_id)
         self._check_tree(manifest)
-        data = self.root / checkpoint_id / DATA_DIR
-        for entry in manifest.entries:
-            size, sha256 = _hash_file(checkpoint_id, data / entry.path)
-            _check_entry(checkpoint_id, entry, size, sha256)
+        for entry, chunks in self._entry_chunks(manifest):
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in chunks:
+                size += len(chunk)
+                digest.update(chunk)
+            _check_entry(checkpoint_id, entry, size, digest.hexdigest())
         return manifest
+
+    def _entry_chunks(self, manifest: Manifest) -> Iterator[tuple[ManifestEntry, Iterator[bytes]]]:
+        """Each entry with its bytes; consume one entry's chunks before asking for the next."""
+        data = self.root / manifest.id / DATA_DIR
+        if manifest.layout == "pack":
+            with _open_checkpoint_file(manifest.id, data / PACK_NAME) as pack:
+                for entry in manifest.entries:
+                    yield (
+                        entry,
+                        _chunks(
+                            pack,
+                            partial(_unreadable_entry, manifest.id, PACK_NAME),
+                            limit=entry.size_bytes,
+                        ),
+                    )
+            return
+        for entry in manifest.entries:
+            with _open_checkpoint_file(manifest.id, data / entry.path) as handle:
+                yield entry, _chunks(handle, partial(_unreadable_entry, manifest.id, entry.path))
 
     def load_blob(self, checkpoint_id: str) -> tuple[Manifest, bytes]:
         """The verified state of a checkpoint taken from a session hook."""
@@ -472,7 +516,10 @@ class CheckpointStore:
         return manifest, data
 
     def restore_dir(self, checkpoint_id: str, target: Path) -> Manifest:
-        """Replace ``target`` with a checkpoint's files, all at once or not at all."""
+        """Replace ``target`` with a checkpoint's files, all at once or not at all.
+
+        The files it replaces are moved aside; ``remove_previous_sessions`` deletes them.
+        """
         manifest = self.read_manifest(checkpoint_id)
         if manifest.source != "dir":
             reason = "it holds session hook state, and this agent restores a session dir"
@@ -481,27 +528,18 @@ class CheckpointStore:
         target = Path(os.path.realpath(target))
         _remove_restore_leftovers(target)
         staging = target.parent / f".{target.name}.restore-{secrets.token_hex(4)}"
-        data = self.root / checkpoint_id / DATA_DIR
         directories: list[Path] = [staging]
         sync_each = manifest.entry_count <= FSYNC_EACH_FILE_UP_TO
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             staging.mkdir()
-            for entry in manifest.entries:
+            for entry, chunks in self._entry_chunks(manifest):
                 destination = staging / entry.path
                 _make_parents(destination.parent, staging, directories)
-                copied = _copy_file(
-                    data / entry.path,
-                    destination,
-                    limit=None,
-                    mode=entry.mode,
-                    mtime_ns=entry.mtime_ns,
-                    read_error=partial(_unreadable_entry, checkpoint_id, entry.path),
-                    sync=sync_each,
+                size, sha256 = _write_file(
+                    destination, chunks, mode=entry.mode, mtime_ns=entry.mtime_ns, sync=sync_each
                 )
-                if copied is None:
-                    raise CorruptCheckpointError(checkpoint_id, f"{entry.path} is missing")
-                _check_entry(checkpoint_id, entry, *copied)
+                _check_entry(checkpoint_id, entry, size, sha256)
             if not sync_each:
                 _sync_file_system(staging)
             for directory in reversed(directories):
@@ -519,6 +557,13 @@ class CheckpointStore:
             _remove_quietly(staging)
             raise
         return manifest
+
+    def remove_previous_sessions(self, target: Path) -> None:
+        """Delete the session files that restores replaced (kept aside, off the restore path)."""
+        target = Path(os.path.realpath(target))
+        for name in _list_names(target.parent):
+            if name.startswith(f".{target.name}.old-"):
+                _remove_quietly(target.parent / name)
 
     def load_newest_blob(self) -> tuple[Manifest, bytes, tuple[SkippedCheckpoint, ...]]:
         """The newest valid hook checkpoint; corrupt ones are skipped with a warning."""
@@ -564,6 +609,15 @@ class CheckpointStore:
                     reason = f"{path.relative_to(data)} is not a regular file or directory"
                     raise CorruptCheckpointError(manifest.id, reason)
             found.update((Path(directory) / name).relative_to(data).as_posix() for name in files)
+        if manifest.layout == "pack":
+            expected = {PACK_NAME}
+            pack = data / PACK_NAME
+            if pack.is_file() and pack.stat().st_size != manifest.total_size_bytes:
+                reason = (
+                    f"{PACK_NAME} has {pack.stat().st_size} bytes, the manifest says "
+                    f"{manifest.total_size_bytes}"
+                )
+                raise CorruptCheckpointError(manifest.id, reason)
         missing = sorted(expected - found)
         extra = sorted(found - expected)
         if missing:
@@ -598,6 +652,14 @@ def _check_manifest(checkpoint_id: str, manifest: Manifest) -> None:
         raise CorruptCheckpointError(checkpoint_id, "the manifest's total size does not match")
     if manifest.sha256 != checkpoint_digest(manifest.entries):
         raise CorruptCheckpointError(checkpoint_id, "the manifest's checksum does not match")
+    if manifest.layout == "pack":
+        offset = 0
+        for entry in manifest.entries:
+            if entry.offset != offset:
+                raise CorruptCheckpointError(checkpoint_id, "the pack offsets do not line up")
+            offset += entry.size_bytes
+    elif manifest.source == "hook" and paths != [HOOK_ENTRY]:
+        raise CorruptCheckpointError(checkpoint_id, f"a hook checkpoint holds only {HOOK_ENTRY}")
 
 
 def _check_entry(checkpoint_id: str, entry: ManifestEntry, size: int, sha256: str) -> None:
@@ -617,21 +679,6 @@ def _is_safe_relative(path: str) -> bool:
         and pure.as_posix() == path
         and all(part not in ("", ".", "..") for part in pure.parts)
     )
-
-
-def _hash_file(checkpoint_id: str, path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                size += len(chunk)
-                digest.update(chunk)
-    except OSError as error:
-        raise CorruptCheckpointError(
-            checkpoint_id, f"{path.name} is unreadable: {error}"
-        ) from error
-    return size, digest.hexdigest()
 
 
 def _scan(source: Path) -> dict[str, _FileState]:
@@ -675,12 +722,6 @@ def _scan(source: Path) -> dict[str, _FileState]:
     return files
 
 
-class _LimitExceededError(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
-
 def _unreadable_entry(checkpoint_id: str, path: str, error: OSError) -> StoreError:
     return CorruptCheckpointError(checkpoint_id, f"{path} is unreadable: {error}")
 
@@ -714,36 +755,45 @@ def _storage_error(error: OSError, root: Path) -> StoreError:
     return StoreError(f"writing a checkpoint under {root} failed: {error}")
 
 
-def _copy_file(
-    source: Path,
-    target: Path,
-    *,
-    limit: int | None,
-    mode: int,
-    mtime_ns: int | None,
-    read_error: Callable[[OSError], StoreError],
-    sync: bool = True,
-) -> tuple[int, str] | None:
-    """Copy one file, hashing it on the way; ``None`` when the source vanished."""
+def _chunks(
+    handle: BinaryIO, read_error: Callable[[OSError], StoreError], limit: int | None = None
+) -> Iterator[bytes]:
+    """The handle's bytes in chunks, up to ``limit`` bytes when given."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+        try:
+            chunk = handle.read(want)
+        except OSError as error:
+            raise read_error(error) from error
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+@contextmanager
+def _open_checkpoint_file(checkpoint_id: str, path: Path) -> Iterator[BinaryIO]:
     try:
-        handle: BinaryIO = source.open("rb")
-    except FileNotFoundError:
-        return None
+        handle = path.open("rb")
     except OSError as error:
-        raise read_error(error) from error
+        raise CorruptCheckpointError(
+            checkpoint_id, f"{path.name} is unreadable: {error}"
+        ) from error
+    with handle:
+        yield handle
+
+
+def _write_file(
+    path: Path, chunks: Iterable[bytes], *, mode: int, mtime_ns: int | None, sync: bool
+) -> tuple[int, str]:
+    """Write a new file from chunks, hashing them; its size and SHA-256."""
     digest = hashlib.sha256()
     size = 0
-    with handle, _open_new(target) as fd:
-        while True:
-            try:
-                chunk = handle.read(_CHUNK)
-            except OSError as error:
-                raise read_error(error) from error
-            if not chunk:
-                break
+    with _open_new(path) as fd:
+        for chunk in chunks:
             size += len(chunk)
-            if limit is not None and size > limit:
-                raise _LimitExceededError(size)
             digest.update(chunk)
             _write_all(fd, chunk)
         os.fchmod(fd, mode & 0o777)
@@ -868,11 +918,10 @@ def _swap_into_place(staging: Path, target: Path) -> None:
             "point --session-dir and the server at a subdirectory of the volume"
         )
         raise RestoreTargetError(msg)
+    previous = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
     if _exchange(staging, target):
-        previous = staging
+        os.rename(staging, previous)
     else:
-        previous = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
         os.rename(target, previous)
         os.rename(staging, target)
     _fsync_dir(target.parent)
-    _remove_quietly(previous)

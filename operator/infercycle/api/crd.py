@@ -133,10 +133,39 @@ def _root(spec: Schema, status: Schema | None) -> Schema:
     return {"type": "object", "required": ["spec"], "properties": properties}
 
 
+POD_TEMPLATE_SCHEMA: Schema = {
+    "type": "object",
+    "description": "Pod template (a core/v1 PodTemplateSpec) of the inference server.",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "maxItems": 64,
+                    "items": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string", "maxLength": 63}},
+                    },
+                }
+            },
+        },
+    },
+}
+
+
 def inference_deployment_crd() -> Schema:
     spec = structural_schema(
         InferenceDeploymentSpec.model_json_schema(by_alias=True), "InferenceDeploymentSpec"
     )
+    # The pod template stays open (core/v1 is the kubelet's to validate), but the fields our
+    # CEL rules read are declared so the rules compile.
+    spec["properties"]["template"] = copy.deepcopy(POD_TEMPLATE_SCHEMA)
     status = structural_schema(InferenceDeploymentStatus.model_json_schema(by_alias=True))
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -63,6 +63,15 @@ DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
         sufficient=True,
     ),
     SignalRuleSpec(
+        name="gpu-memory-creep",
+        signal="gpu_memory",
+        kind=RuleKind.GROWTH,
+        threshold="64Mi",
+        clear="16Mi",
+        window="1h",
+        sustain="30m",
+    ),
+    SignalRuleSpec(
         name="latency-creep",
         signal="latency_p99",
         kind=RuleKind.BASELINE,
@@ -94,8 +103,8 @@ DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
         name="cpu-outlier",
         signal="cpu",
         kind=RuleKind.OUTLIER,
-        threshold="1.8",
-        clear="1.4",
+        threshold="1.5",
+        clear="1.25",
         window="15m",
     ),
     SignalRuleSpec(

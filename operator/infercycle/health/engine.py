@@ -61,6 +61,7 @@ from infercycle.health.model import (
 )
 from infercycle.health.robust import (
     GROWTH_BUCKETS,
+    AnyFloatArray,
     BoolArray,
     FloatArray,
     IntArray,
@@ -115,6 +116,7 @@ class _RuleMemory:
     baseline_rate: FloatArray = field(init=False)
     baseline_start: FloatArray = field(init=False)
     baseline_after: FloatArray = field(init=False)
+    fit: _Fit | None = None
 
     def __post_init__(self) -> None:
         self.breached = np.zeros(self.rows, dtype=bool)
@@ -169,12 +171,40 @@ class _Outcome:
     observed: FloatArray
     level: FloatArray
     aux: FloatArray
+    holding: BoolArray
     by_time_to_limit: BoolArray | None = None
     needed: FloatArray | None = None
+    breached: BoolArray = field(init=False)
 
-    @property
-    def breached(self) -> BoolArray:
-        return np.asarray(self.state == BREACH)
+    def __post_init__(self) -> None:
+        self.breached = np.asarray(self.state == BREACH)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """A growth rule's fit for every row, reused until the window has moved a bucket on."""
+
+    at: float
+    key: tuple[int, int, int]
+    slope: FloatArray
+    condition: BoolArray
+    by_limit: BoolArray
+    needed: FloatArray
+    left: FloatArray
+    enough: BoolArray
+    coverage: FloatArray
+
+
+@dataclass
+class _Window:
+    """The columns of one window in one cycle, with masks every rule on it needs."""
+
+    columns: IntArray
+    times: FloatArray
+    settled: BoolArray
+    """(rows, columns): the sample was taken after the pod's warm-up."""
+    traffic: BoolArray | None = None
+    """(rows, columns): the pod served at least the minimum request rate then."""
 
 
 @dataclass
@@ -186,7 +216,7 @@ class _Cycle:
     step: float
     in_use: BoolArray
     warm_end: FloatArray
-    windows: dict[tuple[float, float], tuple[IntArray, FloatArray]] = field(default_factory=dict)
+    windows: dict[tuple[float, float], _Window] = field(default_factory=dict)
 
 
 class _Explanation:
@@ -248,6 +278,8 @@ class HealthEngine:
         self._degraded: BoolArray = np.zeros(self._capacity, dtype=bool)
         self._memory = {rule.name: _RuleMemory(rule, self._capacity) for rule in policy.rules}
         self._fleet: dict[tuple[str, bool], _FleetColumns] = {}
+        self._generation = 0
+        """Bumped when pods come or go, so that cached per-row results are recomputed."""
 
     # -- public API --------------------------------------------------------------------------
 
@@ -369,8 +401,9 @@ class HealthEngine:
             in_use=self._in_use[:rows],
             warm_end=self._started[:rows] + policy.warmup_s,
         )
-        self._refresh_fleet(cycle)
-        outcomes = [self._judge(rule, cycle) for rule in policy.rules]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._refresh_fleet(cycle)
+            outcomes = [self._judge(rule, cycle) for rule in policy.rules]
         breached_signals: dict[str, BoolArray] = {}
         sufficient = np.zeros(rows, dtype=bool)
         for rule, outcome in zip(policy.rules, outcomes, strict=True):
@@ -384,7 +417,8 @@ class HealthEngine:
             distinct += breached
         degraded = cycle.in_use & ((distinct >= policy.quorum) | sufficient)
         self._degraded[:rows] = degraded
-        self._capture_baselines(cycle)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._capture_baselines(cycle)
         self._backfilled[:rows] = False
         return self._verdicts(cycle, outcomes, degraded)
 
@@ -406,6 +440,7 @@ class HealthEngine:
             self._ensure_rows(self._allocated)
         self._rows[pod] = row
         self._by_name[pod.name] = pod
+        self._generation += 1
         self._started[row] = started_at
         self._seen[row] = np.nan
         self._in_use[row] = True
@@ -432,6 +467,7 @@ class HealthEngine:
 
     def _drop(self, pod: PodKey) -> None:
         row = self._rows.pop(pod)
+        self._generation += 1
         if self._by_name.get(pod.name) == pod:
             del self._by_name[pod.name]
         self._in_use[row] = False
@@ -455,68 +491,68 @@ class HealthEngine:
             for rule in self._policy.rules
             if rule.kind is RuleKind.OUTLIER
         }
-        for key in wanted:
-            columns = self._fleet.get(key)
-            if columns is None or columns.layout != store.layout:
-                columns = _FleetColumns(
+        self._fleet = {key: value for key, value in self._fleet.items() if key in wanted}
+        dirty = np.flatnonzero(store.dirty)
+        every = np.flatnonzero(~np.isnan(store.times))
+        members: dict[tuple[bool, bool], BoolArray] = {}
+        for key in sorted(wanted):
+            signal, gated = key
+            fleet = self._fleet.get(key)
+            stale = fleet is None or fleet.layout != store.layout
+            if fleet is None or stale:
+                fleet = _FleetColumns(
                     store.layout,
                     np.full(store.capacity, np.nan),
                     np.zeros(store.capacity, dtype=np.intp),
                 )
-                self._fleet[key] = columns
-                dirty = np.flatnonzero(~np.isnan(store.times))
-            else:
-                dirty = np.flatnonzero(store.dirty)
-            if len(dirty):
-                self._fleet_columns(cycle, key, columns, dirty)
-        self._fleet = {key: value for key, value in self._fleet.items() if key in wanted}
+                self._fleet[key] = fleet
+            columns = every if stale else dirty
+            if not len(columns):
+                continue
+            member = members.get((gated, stale))
+            if member is None:
+                times = store.times[columns]
+                member = cycle.in_use[:, None] & (times[None, :] >= cycle.warm_end[:, None])
+                if gated:
+                    member &= self._traffic(columns, cycle.rows)
+                members[(gated, stale)] = member
+            values = np.where(member, store.values[signal][: cycle.rows, columns], np.nan)
+            counts = np.count_nonzero(~np.isnan(values), axis=0)
+            median = nanmedian_last(values.T, counts)
+            fleet.median[columns] = np.where(median > 0, median, np.nan)
+            fleet.count[columns] = counts
         store.dirty[:] = False
-
-    def _fleet_columns(
-        self, cycle: _Cycle, key: tuple[str, bool], fleet: _FleetColumns, columns: IntArray
-    ) -> None:
-        signal, gated = key
-        rows = cycle.rows
-        values = self._store.values[signal][:rows, columns].astype(np.float64)
-        times = self._store.times[columns]
-        member = cycle.in_use[:, None] & (times[None, :] >= cycle.warm_end[:, None])
-        if gated:
-            member &= self._traffic(columns, rows)
-        values = np.where(member, values, np.nan)
-        counts = np.count_nonzero(~np.isnan(values), axis=0)
-        median = nanmedian_last(values.T, counts)
-        fleet.median[columns] = np.where(median > 0, median, np.nan)
-        fleet.count[columns] = counts
 
     def _traffic(self, columns: IntArray, rows: int) -> BoolArray:
         rates = self._store.values.get(REQUEST_RATE)
         if rates is None:
             return np.zeros((rows, len(columns)), dtype=bool)
-        with np.errstate(invalid="ignore"):
-            return np.asarray(rates[:rows, columns] >= self._policy.min_request_rate)
+        return np.asarray(rates[:rows, columns] >= self._policy.min_request_rate)
 
     # -- rules -------------------------------------------------------------------------------
 
-    def _window(
-        self, cycle: _Cycle, length: float, at: float | None = None
-    ) -> tuple[IntArray, FloatArray]:
+    def _window(self, cycle: _Cycle, length: float, at: float | None = None) -> _Window:
         end = cycle.now if at is None else at
         key = (length, end)
-        cached = cycle.windows.get(key)
-        if cached is None:
+        window = cycle.windows.get(key)
+        if window is None:
             columns = self._store.window(end - length, end)
-            cached = (columns, self._store.times[columns])
-            cycle.windows[key] = cached
-        return cached
+            times = self._store.times[columns]
+            settled = times[None, :] >= cycle.warm_end[:, None]
+            window = _Window(columns, times, settled)
+            cycle.windows[key] = window
+        return window
 
     def _samples(
-        self, rule: Rule, cycle: _Cycle, columns: IntArray, times: FloatArray
-    ) -> tuple[FloatArray, BoolArray]:
+        self, rule: Rule, cycle: _Cycle, window: _Window
+    ) -> tuple[AnyFloatArray, BoolArray]:
         """The rule's signal over the window, and which samples may be judged."""
-        values = self._store.values[rule.signal][: cycle.rows, columns].astype(np.float64)
-        usable = ~np.isnan(values) & (times[None, :] >= cycle.warm_end[:, None])
+        values = self._store.values[rule.signal][: cycle.rows, window.columns]
+        usable = ~np.isnan(values) & window.settled
         if rule.requires_traffic:
-            usable &= self._traffic(columns, cycle.rows)
+            if window.traffic is None:
+                window.traffic = self._traffic(window.columns, cycle.rows)
+            usable &= window.traffic
         return values, usable
 
     def _judge(self, rule: Rule, cycle: _Cycle) -> _Outcome:
@@ -526,8 +562,7 @@ class HealthEngine:
         memory = self._memory[rule.name]
         state = np.full(rows, OK, dtype=np.int8)
         aux = np.full(rows, np.nan)
-        with np.errstate(invalid="ignore"):
-            fresh = (now - store.last_time[rule.signal][:rows]) <= policy.stale_after_s
+        fresh = (now - store.last_time[rule.signal][:rows]) <= policy.stale_after_s
         state[~fresh] = NO_DATA
         if rule.requires_traffic:
             rate_time = store.last_time.get(REQUEST_RATE)
@@ -535,8 +570,7 @@ class HealthEngine:
                 rate_fresh = np.zeros(rows, dtype=bool)
                 rate = np.full(rows, np.nan)
             else:
-                with np.errstate(invalid="ignore"):
-                    rate_fresh = (now - rate_time[:rows]) <= policy.stale_after_s
+                rate_fresh = (now - rate_time[:rows]) <= policy.stale_after_s
                 rate = store.last_value[REQUEST_RATE][:rows]
             low = fresh & rate_fresh & (rate < policy.min_request_rate)
             state[low] = LOW_TRAFFIC
@@ -572,8 +606,9 @@ class HealthEngine:
         eligible: BoolArray,
     ) -> _Outcome:
         rows = cycle.rows
-        columns, times = self._window(cycle, rule.window_s)
-        values, usable = self._samples(rule, cycle, columns, times)
+        window = self._window(cycle, rule.window_s)
+        columns = window.columns
+        values, usable = self._samples(rule, cycle, window)
         if rule.kind is RuleKind.BASELINE:
             baseline = memory.baseline[:rows]
             values = values / baseline[:, None]
@@ -585,8 +620,7 @@ class HealthEngine:
             if REQUEST_RATE in self._store.values and np.isfinite(reference_rate).any():
                 rates = self._store.values[REQUEST_RATE][:rows, columns].astype(np.float64)
                 rate_now = nanmedian_last(np.where(usable, rates, np.nan))
-                with np.errstate(invalid="ignore"):
-                    ratio = rate_now / reference_rate
+                ratio = rate_now / reference_rate
                 surge = eligible & ~missing & (ratio > COMPARABLE_LOAD_RATIO)
                 state[surge] = NOT_COMPARABLE
                 aux[surge] = ratio[surge]
@@ -625,17 +659,18 @@ class HealthEngine:
         thin = eligible & ~breached & ~covered
         state[thin] = NO_DATA
         aux[thin] = counts[thin] / max(rule.window_s / cycle.step, 1.0)
-        level = np.where(memory.breached[:rows] & breached, rule.clear, rule.threshold)
-        return _Outcome(state, observed, level, aux)
+        holding = memory.breached[:rows] & breached
+        level = np.where(holding, rule.clear, rule.threshold)
+        return _Outcome(state, observed, level, aux, holding=holding & ~enter)
 
     def _trend(
         self, rule: Rule, cycle: _Cycle, at: float | None = None
     ) -> tuple[Trend, BoolArray, FloatArray]:
         """The fit at ``at`` (default now), whether the window holds enough for it, coverage."""
         end = cycle.now if at is None else at
-        columns, times = self._window(cycle, rule.window_s, at)
-        values, usable = self._samples(rule, cycle, columns, times)
-        trend = theil_sen(np.where(usable, values, np.nan), times, end - rule.window_s, end)
+        window = self._window(cycle, rule.window_s, at)
+        values, usable = self._samples(rule, cycle, window)
+        trend = theil_sen(np.where(usable, values, np.nan), window.times, end - rule.window_s, end)
         counts = np.count_nonzero(usable, axis=1)
         needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * rule.window_s / cycle.step))
         enough = (counts >= needed) & (trend.buckets >= GROWTH_MIN_BUCKETS)
@@ -646,18 +681,16 @@ class HealthEngine:
         self, rule: Rule, trend: Trend, enough: BoolArray
     ) -> tuple[FloatArray, BoolArray, BoolArray, FloatArray, FloatArray]:
         """Slope per hour, breach condition, breached-by-time-to-limit, needed slope, time left."""
-        slope = trend.consistent_slope * 3600.0
-        with np.errstate(invalid="ignore"):
-            by_slope = enough & (slope > rule.threshold)
+        slope = trend.supported * 3600.0
+        by_slope = enough & (slope > rule.threshold)
         rows = len(slope)
         by_limit = np.zeros(rows, dtype=bool)
         needed = np.full(rows, np.nan)
         left = np.full(rows, np.nan)
         if rule.limit is not None and rule.time_to_limit_s is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                needed = (rule.limit - trend.level) / rule.time_to_limit_s * 3600.0
-                left = np.where(slope > 0, (rule.limit - trend.level) / slope * 3600.0, np.inf)
-                by_limit = enough & (slope > 0) & (slope >= needed)
+            needed = (rule.limit - trend.level) / rule.time_to_limit_s * 3600.0
+            left = np.where(slope > 0, (rule.limit - trend.level) / slope * 3600.0, np.inf)
+            by_limit = enough & (slope > 0) & (slope >= needed)
         return slope, by_slope | by_limit, by_limit & ~by_slope, needed, left
 
     def _growth(
@@ -671,32 +704,52 @@ class HealthEngine:
         eligible: BoolArray,
     ) -> _Outcome:
         rows, now = cycle.rows, cycle.now
-        trend, enough, coverage = self._trend(rule, cycle)
-        slope, condition, by_limit, needed, left = self._growth_condition(rule, trend, enough)
-        if rule.sustain_s > 0 and self._backfilled[:rows].any():
-            self._restore_since(rule, cycle, memory, condition)
+        fit = self._fit(rule, cycle, memory)
+        slope, condition, by_limit, enough = fit.slope, fit.condition, fit.by_limit, fit.enough
         since = memory.since[:rows]
         since = np.where(condition & eligible, np.where(np.isnan(since), now, since), np.nan)
         memory.since[:rows] = since
         enter = condition & eligible & (now - since >= rule.sustain_s)
-        with np.errstate(invalid="ignore"):
-            hold = memory.breached[:rows] & eligible & enough & ((slope > rule.clear) | by_limit)
+        hold = memory.breached[:rows] & eligible & enough & ((slope > rule.clear) | by_limit)
         breached = enter | hold
         state[breached] = BREACH
         thin = eligible & ~enough
         state[thin] = NO_DATA
-        aux[thin] = coverage[thin]
+        aux[thin] = fit.coverage[thin]
         judged = (state == BREACH) | (state == OK)
-        aux[judged] = left[judged]
-        level = np.where(memory.breached[:rows] & breached, rule.clear, rule.threshold)
+        aux[judged] = fit.left[judged]
+        holding = memory.breached[:rows] & breached
         return _Outcome(
             state,
             np.where(np.isfinite(slope), slope, np.nan),
-            level,
+            np.where(holding, rule.clear, rule.threshold),
             aux,
+            holding=holding & ~condition,
             by_time_to_limit=by_limit,
-            needed=needed,
+            needed=fit.needed,
         )
+
+    def _fit(self, rule: Rule, cycle: _Cycle, memory: _RuleMemory) -> _Fit:
+        """The growth fit, refreshed each time the window has moved on by one bucket (a fit
+        over 12 buckets barely moves in between) or when pods or columns changed."""
+        now, rows = cycle.now, cycle.rows
+        key = (self._generation, self._store.layout, rows)
+        backfilled = self._backfilled[:rows].any()
+        fit = memory.fit
+        if (
+            fit is not None
+            and fit.key == key
+            and not backfilled
+            and fit.at <= now < fit.at + rule.window_s / GROWTH_BUCKETS
+        ):
+            return fit
+        trend, enough, coverage = self._trend(rule, cycle)
+        slope, condition, by_limit, needed, left = self._growth_condition(rule, trend, enough)
+        if rule.sustain_s > 0 and backfilled:
+            self._restore_since(rule, cycle, memory, condition)
+        fit = _Fit(now, key, slope, condition, by_limit, needed, left, enough, coverage)
+        memory.fit = fit
+        return fit
 
     def _restore_since(
         self, rule: Rule, cycle: _Cycle, memory: _RuleMemory, condition_now: BoolArray
@@ -733,7 +786,8 @@ class HealthEngine:
         pending = cycle.in_use & np.isnan(memory.baseline[:rows]) & (now >= cycle.warm_end)
         if not pending.any():
             return
-        columns, times = self._window(cycle, math.inf)
+        window = self._window(cycle, math.inf)
+        columns, times = window.columns, window.times
         start = memory.baseline_start[:rows]
         seek = np.flatnonzero(pending & np.isnan(start))
         if len(seek):
@@ -742,17 +796,17 @@ class HealthEngine:
             usable &= ~(times[None, :] < np.where(np.isnan(after), -np.inf, after)[:, None])
             first = np.where(usable, times[None, :], np.inf).min(axis=1, initial=np.inf)
             start[seek] = np.where(np.isfinite(first), first, np.nan)
-        window = rule.baseline_window_s
+        length = rule.baseline_window_s
         ready = np.flatnonzero(
-            pending & ~np.isnan(start) & (now >= start + window) & ~self._degraded[:rows]
+            pending & ~np.isnan(start) & (now >= start + length) & ~self._degraded[:rows]
         )
         if not len(ready):
             return
         values, usable = self._samples_for(rule, cycle, ready, columns, times)
         begin = start[ready][:, None]
-        usable &= (times[None, :] >= begin) & (times[None, :] <= begin + window)
+        usable &= (times[None, :] >= begin) & (times[None, :] <= begin + length)
         counts = np.count_nonzero(usable, axis=1)
-        needed = max(MIN_SAMPLES, math.ceil(BASELINE_MIN_COVERAGE * window / cycle.step))
+        needed = max(MIN_SAMPLES, math.ceil(BASELINE_MIN_COVERAGE * length / cycle.step))
         good = counts >= needed
         reference = nanmedian_last(np.where(usable, values, np.nan), counts)
         good &= reference > 0
@@ -765,7 +819,7 @@ class HealthEngine:
         memory.baseline[ready[good]] = reference[good]
         memory.baseline_rate[ready[good]] = rate[good]
         retry = ready[~good]
-        memory.baseline_after[retry] = start[retry] + window / 2
+        memory.baseline_after[retry] = start[retry] + length / 2
         start[retry] = np.nan
 
     def _samples_for(
@@ -778,8 +832,7 @@ class HealthEngine:
             if rates is None:
                 usable[:] = False
             else:
-                with np.errstate(invalid="ignore"):
-                    usable &= rates[rows][:, columns] >= self._policy.min_request_rate
+                usable &= rates[rows][:, columns] >= self._policy.min_request_rate
         return values, usable
 
     # -- verdicts ----------------------------------------------------------------------------
@@ -794,22 +847,24 @@ class HealthEngine:
         for rule, outcome in zip(rules, outcomes, strict=True):
             for row in np.flatnonzero(outcome.breached).tolist():
                 observed = float(outcome.observed[row])
-                threshold = float(outcome.level[row])
+                threshold = rule.threshold
                 by_limit = outcome.by_time_to_limit is not None and bool(
                     outcome.by_time_to_limit[row]
                 )
                 if by_limit and outcome.needed is not None:
                     threshold = float(outcome.needed[row])
-                text = reason_text(rule, observed, threshold, by_time_to_limit=by_limit)
+                holding = bool(outcome.holding[row])
+                text = reason_text(
+                    rule, observed, threshold, by_time_to_limit=by_limit, holding=holding
+                )
                 reasons.setdefault(row, []).append(
                     Reason(
                         rule.name, rule.signal, rule.kind, observed, threshold, rule.window_s, text
                     )
                 )
         fresh = np.zeros(rows, dtype=bool)
-        with np.errstate(invalid="ignore"):
-            for name in self._store.signals:
-                fresh |= (now - self._store.last_time[name][:rows]) <= policy.stale_after_s
+        for name in self._store.signals:
+            fresh |= (now - self._store.last_time[name][:rows]) <= policy.stale_after_s
         warming = (now < cycle.warm_end).tolist()
         fresh_list = fresh.tolist()
         degraded_list = degraded.tolist()

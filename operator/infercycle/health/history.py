@@ -26,6 +26,8 @@ MIN_COLUMNS = 32
 MAX_COLUMNS = 2048
 """Hard bound on the ring: a cycle step under longest window / 2048 thins out the history."""
 HEADROOM = 1.1
+STEP_SAMPLE = 32
+"""Recent cycle gaps the step estimate is the median of; it is refreshed that often."""
 
 ValueMatrix = npt.NDArray[np.float32]
 
@@ -106,7 +108,7 @@ class CycleStore:
     def step(self) -> float:
         """The usual time between cycles: the median gap of the recent columns."""
         if self._step is None:
-            times = np.sort(self.times[~np.isnan(self.times)])[-33:]
+            times = np.sort(self.times[~np.isnan(self.times)])[-(STEP_SAMPLE + 1) :]
             gaps = np.diff(times)
             gaps = gaps[gaps > MERGE_TOLERANCE_S]
             self._step = float(np.median(gaps)) if len(gaps) else DEFAULT_STEP_S
@@ -152,8 +154,9 @@ class CycleStore:
         self.dirty[column] = True
         self._newest = column
         self._next = (column + 1) % self.capacity
-        self._step = None
         self._appended += 1
+        if self._appended <= STEP_SAMPLE or self._appended % STEP_SAMPLE == 0:
+            self._step = None
         if self._appended % 32 == 0:
             self._fit_capacity()
 

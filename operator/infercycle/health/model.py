@@ -104,12 +104,28 @@ class Verdict:
         return self._explain() if self._explain is not None else ()
 
 
-def reason_text(rule: Rule, observed: float, threshold: float, *, by_time_to_limit: bool) -> str:
-    """``memory-leak: memory growth 512.0Mi/h > 256.0Mi/h over 1h`` and its siblings."""
+def reason_text(
+    rule: Rule, observed: float, threshold: float, *, by_time_to_limit: bool, holding: bool
+) -> str:
+    """``memory-leak: memory growth 512.0Mi/h > 256.0Mi/h over 1h`` and its siblings.
+
+    A breach held by hysteresis says so, with the level at which it clears.
+    """
     window = format_duration(rule.window_s)
     seen = format_level(rule, observed)
     level = format_level(rule, threshold)
     kind = rule.kind
+    if holding:
+        against = {
+            RuleKind.GROWTH: f"growth {seen} over {window}",
+            RuleKind.BASELINE: f"{seen} own baseline (median over {window})",
+            RuleKind.OUTLIER: f"{seen} fleet median (median over {window})",
+        }.get(kind, f"{seen} (median over {window})")
+        upward = rule.breaches_upward
+        return (
+            f"{rule.name}: {rule.signal} {against}, breached {'>' if upward else '<'} {level}, "
+            f"clears {'under' if upward else 'over'} {format_level(rule, rule.clear)}"
+        )
     if kind is RuleKind.GROWTH:
         if by_time_to_limit and rule.limit is not None and rule.time_to_limit_s is not None:
             limit = format_value(rule.signal, rule.limit)

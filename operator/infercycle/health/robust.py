@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+AnyFloatArray = npt.NDArray[np.floating[Any]]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 
@@ -22,26 +24,38 @@ MIN_BUCKETS_PER_HALF = 4
 """Buckets with data each half of a growth window needs before its slope counts."""
 
 
-def nanmedian_last(values: npt.NDArray[np.floating], counts: IntArray | None = None) -> FloatArray:
-    """Median along the last axis ignoring NaN; NaN where a row has no value.
+SLOPE_QUANTILE = 0.25
+"""Which pairwise slope counts as the slope the data supports: the lower quartile, so that a
+quarter of the bucket pairs may disagree (a step, a sawtooth drop) without raising it."""
 
-    Sorting puts NaN last, so the median of the ``c`` valid values sits at ``(c - 1) // 2`` and
-    ``c // 2``; this is several times faster than ``np.nanmedian`` on many short rows.
+
+def nanquantile_last(
+    values: AnyFloatArray, quantile: float, counts: IntArray | None = None
+) -> FloatArray:
+    """Quantile along the last axis ignoring NaN (linear interpolation); NaN for empty rows.
+
+    Sorting puts NaN last, so the valid values of a row are its first ``c``; picking by index is
+    several times faster than ``np.nanquantile`` on many short rows.
     """
     shape = values.shape
     width = shape[-1]
     if width == 0:
         return np.full(shape[:-1], np.nan)
     flat = np.sort(values.reshape(-1, width), axis=-1)
-    if counts is None:
-        counts = np.count_nonzero(~np.isnan(flat), axis=-1)
-    else:
-        counts = counts.reshape(-1)
+    valid = np.count_nonzero(~np.isnan(flat), axis=-1) if counts is None else counts.reshape(-1)
+    position = quantile * np.maximum(valid - 1, 0)
+    low_index = np.floor(position).astype(np.intp)
+    high_index = np.minimum(low_index + 1, np.maximum(valid - 1, 0))
     rows = np.arange(len(flat))
-    low = flat[rows, np.maximum(counts - 1, 0) // 2]
-    high = flat[rows, np.minimum(counts // 2, width - 1)]
-    median = (low.astype(np.float64) + high) / 2.0
-    return np.where(counts > 0, median, np.nan).reshape(shape[:-1])
+    low = flat[rows, low_index].astype(np.float64)
+    high = flat[rows, high_index].astype(np.float64)
+    result = low + (high - low) * (position - low_index)
+    return np.where(valid > 0, result, np.nan).reshape(shape[:-1])
+
+
+def nanmedian_last(values: AnyFloatArray, counts: IntArray | None = None) -> FloatArray:
+    """Median along the last axis ignoring NaN; NaN where a row has no value."""
+    return nanquantile_last(values, 0.5, counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +63,15 @@ class Trend:
     """A robust linear fit per pod over one window (slopes per second, NaN when unknown)."""
 
     slope: FloatArray
-    """Theil-Sen slope over all buckets of the window."""
-    first_half: FloatArray
-    """The same fit over the older half only."""
-    second_half: FloatArray
-    """The same fit over the newer half only."""
+    """Theil-Sen slope (median of pairwise bucket slopes) over the whole window."""
+    supported: FloatArray
+    """The lower quartile of pairwise slopes over the whole window and over each half alone,
+    whichever is smallest: a steady trend shows in all three; a step, a self-healing bump or a
+    sawtooth leaves at least one of them flat or negative."""
     level: FloatArray
     """The fitted value at the end of the window."""
     buckets: IntArray
     """Buckets with at least one sample."""
-
-    @property
-    def consistent_slope(self) -> FloatArray:
-        """The smallest of the three slopes: a steady trend shows in the whole and both halves,
-        a one-off step or a self-healing bump in one half only."""
-        return np.minimum(np.minimum(self.slope, self.first_half), self.second_half)
 
 
 @cache
@@ -93,7 +101,7 @@ def bucket_plan(times: FloatArray, start: float, end: float, buckets: int) -> In
 
 
 def theil_sen(
-    values: npt.NDArray[np.floating],
+    values: AnyFloatArray,
     times: FloatArray,
     start: float,
     end: float,
@@ -102,7 +110,7 @@ def theil_sen(
     """Theil-Sen fit over per-bucket medians, for every row of ``values`` at once.
 
     ``values`` is (pods, columns) with NaN for missing samples, ``times`` the column times.
-    Bucket medians shrug off spikes; the median of pairwise slopes shrugs off a bad bucket.
+    Bucket medians shrug off spikes; the pairwise slopes shrug off a bad bucket.
     """
     rows = values.shape[0]
     plan = bucket_plan(times, start, end, buckets)
@@ -122,13 +130,15 @@ def theil_sen(
     half = buckets // 2
     have_first = np.count_nonzero(counts[:, :half], axis=1) >= MIN_BUCKETS_PER_HALF
     have_second = np.count_nonzero(counts[:, half:], axis=1) >= MIN_BUCKETS_PER_HALF
-    first_half = np.where(have_first, nanmedian_last(slopes[:, in_first]), np.nan)
-    second_half = np.where(have_second, nanmedian_last(slopes[:, in_second]), np.nan)
+    whole = nanquantile_last(slopes, SLOPE_QUANTILE)
+    first_half = np.where(have_first, nanquantile_last(slopes[:, in_first], SLOPE_QUANTILE), np.nan)
+    second_half = np.where(
+        have_second, nanquantile_last(slopes[:, in_second], SLOPE_QUANTILE), np.nan
+    )
     level = nanmedian_last(medians + slope[:, None] * (end - centers))
     return Trend(
         slope=slope,
-        first_half=first_half,
-        second_half=second_half,
+        supported=np.minimum(np.minimum(whole, first_half), second_half),
         level=level,
         buckets=np.count_nonzero(counts, axis=1),
     )

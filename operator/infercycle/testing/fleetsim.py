@@ -193,6 +193,15 @@ class SimConfig:
 # per-pod state
 
 
+def _spec_key(pod: Any) -> str:
+    annotations = dict(pod.metadata.annotations or {})
+    return json.dumps([annotations.get(key) for key in (ANNOTATION_SCENARIO, ANNOTATION_PARAMS)])
+
+
+def _serving(pod: Any) -> bool:
+    return bool(dict(pod.metadata.labels or {}).get("infercycle.io/serving", "true") == "true")
+
+
 def stable_seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
@@ -245,6 +254,8 @@ class PodSim:
     start: float
     model: PodModelLike
     running: bool = True
+    serving: bool = True
+    spec_key: str = ""
     last_step: float | None = None
     last_sample: dict[str, float | None] = field(default_factory=dict)
     cpu_seconds: float = 0.0
@@ -336,6 +347,8 @@ class Fleet:
     def fleet_load(self, pod: PodSim) -> float:
         scenarios = _scenarios()
         fleet_t = self.age_offset + (self.clock() - self.started) * self.speed
+        if not pod.serving:
+            return 0.0  # drained: the client Service sends it nothing
         if self.config.fleet_surge or pod.scenario == "surge":
             return float(scenarios.surge_load(fleet_t))
         return 1.0
@@ -377,6 +390,8 @@ class Fleet:
         start = began.timestamp() if isinstance(began, datetime) else self.clock()
         containers = pod.spec.containers or []
         return PodSim(
+            serving=_serving(pod),
+            spec_key=_spec_key(pod),
             uid=meta.uid,
             namespace=meta.namespace,
             name=meta.name,
@@ -409,8 +424,33 @@ class Fleet:
                     )
                 return
             current.running = running
+            current.serving = _serving(pod)
             if pod.spec.node_name:
                 current.node = pod.spec.node_name
+            if _spec_key(pod) != current.spec_key:
+                rebuilt = self._build(pod)
+                if rebuilt is not None:
+                    # A new scenario from now on; counters carry over so they stay monotonic.
+                    rebuilt.start = current.start
+                    rebuilt.age_offset = current.age_offset
+                    for counter in (
+                        "cpu_seconds",
+                        "success",
+                        "failure",
+                        "latency_sum",
+                        "latency_count",
+                        "buckets",
+                        "last_step",
+                        "last_sample",
+                    ):
+                        setattr(rebuilt, counter, getattr(current, counter))
+                    self.pods[uid] = rebuilt
+                    log.info(
+                        "pod %s/%s: scenario now %s",
+                        rebuilt.namespace,
+                        rebuilt.name,
+                        rebuilt.scenario,
+                    )
 
     def remove(self, uid: str) -> None:
         with self.lock:

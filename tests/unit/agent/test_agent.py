@@ -363,7 +363,9 @@ async def test_keeps_the_last_k_checkpoints(processes: Processes, tmp_path: Path
         standin.fill(2, f"r{round_}-")
         ids.append((await client.checkpoint()).id)
 
-    kept = sorted(path.name for path in (tmp_path / "ckpt").iterdir() if path.is_dir())
+    kept = sorted(
+        path.name for path in (tmp_path / "ckpt").iterdir() if not path.name.startswith(".")
+    )
     assert kept == sorted(ids[2:])
     status = await client.status()
     assert status.checkpoints == 2

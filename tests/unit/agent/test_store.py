@@ -56,6 +56,7 @@ def test_keeps_only_the_newest_k(tmp_path: Path) -> None:
     ids = [store.write_blob(state(index + 1)).id for index in range(4)]
 
     assert store.list_ids() == [ids[3], ids[2]]
+    assert store.empty_trash() == 2
     assert sorted(path.name for path in (tmp_path / "ckpt").iterdir()) == sorted(ids[2:])
 
 
@@ -124,6 +125,7 @@ def test_dir_snapshot_restores_all_at_once(tmp_path: Path) -> None:
     assert skipped == ()
     assert tree(source) == original
     assert (source / "a.json").stat().st_mode & 0o777 == 0o640
+    store.remove_previous_sessions(source)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt", "sessions"]
 
 
@@ -146,7 +148,7 @@ def test_corrupt_dir_checkpoint_leaves_the_target_untouched(tmp_path: Path) -> N
     (source / "x.json").write_text("x" * 100)
     store = CheckpointStore(tmp_path / "ckpt")
     written = store.write_snapshot(source)
-    flip_byte(tmp_path / "ckpt" / written.id / "data" / "x.json")
+    flip_byte(tmp_path / "ckpt" / written.id / "data" / "files.pack", offset=50)
     (source / "x.json").write_text("live")
 
     with pytest.raises(NoValidCheckpointError, match="SHA-256"):
@@ -189,3 +191,18 @@ def test_cleanup_removes_interrupted_writes(tmp_path: Path) -> None:
     assert store.cleanup_temp() == [leftover.name]
     assert store.list_ids() == [kept.id]
     assert store.write_blob(state(2)).id.startswith("00000002-")
+
+
+def test_truncated_pack_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "sessions"
+    source.mkdir()
+    for index in range(3):
+        (source / f"{index}.json").write_text(str(index) * 100)
+    store = CheckpointStore(tmp_path / "ckpt")
+    written = store.write_snapshot(source)
+    assert store.verify(written.id).layout == "pack"
+    pack = tmp_path / "ckpt" / written.id / "data" / "files.pack"
+    pack.write_bytes(pack.read_bytes()[:-10])
+
+    with pytest.raises(CorruptCheckpointError, match=r"files\.pack has 290 bytes"):
+        store.verify(written.id)

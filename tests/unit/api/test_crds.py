@@ -42,7 +42,7 @@ ALLOWED_KEYS = {
     "maxProperties", "format", "nullable", "x-kubernetes-validations",
     "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
     "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
-}
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(render_crds()))

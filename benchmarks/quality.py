@@ -1,0 +1,112 @@
+"""Precision, recall and time to detect of the built-in policy over the scenario set.
+
+    python benchmarks/quality.py [--seeds 6] [--step 30]
+
+Each run is one deployment of 8 pods starting within half an hour. For a degrading scenario,
+2 pods degrade and 6 are healthy; for a healthy scenario every pod runs it (``surge`` under a
+fleet-wide surge). Degrading scenarios run in real time (no compression). A pod counts as:
+
+- true positive: a degrading pod first flagged after its onset;
+- false positive: a healthy pod flagged at any time, or a degrading pod flagged before onset;
+- false negative: a degrading pod never flagged within the run.
+
+Time to detect is from the onset of the degradation to the first degraded verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.tracegen import make_fleet, run_fleet
+
+from infercycle.api.policy import resolve_policy
+from infercycle.testing.scenarios import DEGRADING_SCENARIOS, SCENARIOS
+
+HOURS = {
+    "leak": 8.0,
+    "gpu_creep": 8.0,
+    "latency_creep": 30.0,
+    "superlinear": 14.0,
+    "error_creep": 14.0,
+}
+HEALTHY_HOURS = 12.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--step", type=float, default=30.0, help="seconds between cycles")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    args = parser.parse_args(argv)
+    policy = resolve_policy().health
+    scenarios = args.scenario or list(SCENARIOS)
+    tp = fp = fn = tn = 0
+    detect: dict[str, list[float]] = defaultdict(list)
+    started = time.process_time()
+    for scenario in scenarios:
+        hours = HOURS.get(scenario, HEALTHY_HOURS)
+        flagged = pods = early = late = 0
+        false_alarms: list[str] = []
+        for seed in range(1, args.seeds + 1):
+            fleet = make_fleet(scenario, seed=seed)
+            run = run_fleet(fleet, policy, hours, args.step)
+            for pod in fleet.pods:
+                first = run.first_degraded.get(pod.name)
+                if pod.model.degrading:
+                    pods += 1
+                    onset = pod.start_s + (pod.model.onset_s or 0.0)
+                    if first is None:
+                        fn += 1
+                        late += 1
+                    elif first < onset:
+                        fp += 1
+                        early += 1
+                    else:
+                        tp += 1
+                        flagged += 1
+                        detect[scenario].append((first - onset) / 3600)
+                elif first is None:
+                    tn += 1
+                else:
+                    fp += 1
+                    reasons = "; ".join(run.reasons[pod.name])
+                    false_alarms.append(f"seed {seed} {pod.name} ({pod.model.scenario}): {reasons}")
+        healthy_pods = args.seeds * 8 - pods
+        lines = []
+        if scenario in DEGRADING_SCENARIOS:
+            ttd = detect[scenario]
+            median = f"{statistics.median(ttd):.2f}h" if ttd else "-"
+            spread = f"{min(ttd):.2f}-{max(ttd):.2f}h" if ttd else "-"
+            lines.append(
+                f"{scenario:15s} {flagged}/{pods} degrading pods flagged, {early} early, "
+                f"{late} missed; time to detect median {median} (range {spread}); "
+                f"{len(false_alarms)}/{healthy_pods} healthy pods flagged ({hours:.0f}h runs)"
+            )
+        else:
+            lines.append(
+                f"{scenario:15s} {len(false_alarms)}/{healthy_pods} pods flagged "
+                f"({hours:.0f}h runs)"
+            )
+        lines.extend(f"    false positive {alarm}" for alarm in false_alarms)
+        print("\n".join(lines), flush=True)
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    print()
+    print(
+        f"pods: {tp} true positives, {fp} false positives, {fn} false negatives, "
+        f"{tn} true negatives"
+    )
+    print(f"precision {precision:.3f}  recall {recall:.3f}")
+    print(f"CPU {time.process_time() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""``infercycle replay TRACE [--policy POLICY.yaml] [--output OUT]``: the health engine offline.
+
+TRACE is JSON Lines sorted by time, one sample per line::
+
+    {"t": 120.0, "pod": "llm-0", "signals": {"cpu": 2.1, "memory": 1.3e10, "latency_p99": null}}
+
+A missing signal or ``null`` is no data; a pod's first sample is its start time; all pods of a
+trace are one deployment. Samples are grouped by ``t`` into cycles and each cycle is observed
+and evaluated exactly as the live operator does. The output is JSON Lines, one line per verdict
+change (every pod starts healthy)::
+
+    {"t": 4500.0, "pod": "llm-0", "verdict": "degraded", "reasons": ["memory-leak: ..."]}
+
+POLICY is a RecyclePolicy, as a full resource or just its spec; without it the built-in policy
+applies. Malformed input stops the replay with a message naming the line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from infercycle.api.policy import HealthPolicy, PolicyError, RecyclePolicySpec, resolve_policy
+from infercycle.health import HealthEngine, PodKey
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+class ReplayError(Exception):
+    """Input that cannot be replayed; the message says where and what."""
+
+
+Sample = tuple[float, str, dict[str, float | None]]
+
+
+def load_policy(path: str) -> HealthPolicy:
+    """The health policy of a RecyclePolicy file, merged over the built-in defaults."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReplayError(f"{path}: no such policy file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReplayError(f"{path}: cannot read the policy: {error}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ReplayError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ReplayError(
+            f"{path}: expected a RecyclePolicy (a mapping with apiVersion, kind and spec) "
+            "or its spec"
+        )
+    prefix = ""
+    spec: Any = document
+    if {"apiVersion", "kind", "metadata", "spec"} & set(document):
+        kind = document.get("kind")
+        if kind is not None and kind != "RecyclePolicy":
+            raise ReplayError(f"{path}: kind is {kind!r}; expected RecyclePolicy")
+        if "spec" not in document:
+            raise ReplayError(f"{path}: the RecyclePolicy has no spec")
+        spec, prefix = document["spec"], "spec"
+    if spec is None:
+        spec = {}
+    try:
+        model = RecyclePolicySpec.model_validate(spec)
+    except ValidationError as error:
+        problems = "; ".join(_validation_problem(prefix, item) for item in error.errors())
+        raise ReplayError(f"{path}: {problems}") from None
+    try:
+        return resolve_policy(model, sources=(path,)).health
+    except (PolicyError, ValueError) as error:
+        raise ReplayError(f"{path}: {error}") from None
+
+
+def _validation_problem(prefix: str, item: Any) -> str:
+    where = prefix
+    for part in item.get("loc", ()):
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where = f"{where}.{part}" if where else str(part)
+    where = where or "spec"
+    if item.get("type") == "extra_forbidden":
+        return f"{where}: unknown field"
+    return f"{where}: {item.get('msg', 'invalid')}"
+
+
+def _finite(value: object) -> bool:
+    """A JSON number (not a boolean) that is a usable float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]]:
+    """Validated samples with their line numbers; raises :class:`ReplayError` at the first
+    malformed line."""
+    previous = -math.inf
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ReplayError(
+                f"{where}: not valid JSON: {error.msg} (column {error.colno})"
+            ) from None
+        except UnicodeDecodeError:
+            raise ReplayError(f"{where}: not UTF-8 text") from None
+        except RecursionError:
+            raise ReplayError(f"{where}: JSON nested too deeply") from None
+        if not isinstance(record, dict):
+            raise ReplayError(f"{where}: expected a JSON object with t, pod and signals")
+        for field in ("t", "pod", "signals"):
+            if field not in record:
+                raise ReplayError(f"{where}: missing field {field!r}")
+        t = record["t"]
+        if not _finite(t):
+            raise ReplayError(f"{where}: field 't' must be a number of seconds, got {t!r}")
+        pod = record["pod"]
+        if not isinstance(pod, str) or not pod:
+            raise ReplayError(f"{where}: field 'pod' must be a non-empty string, got {pod!r}")
+        signals = record["signals"]
+        if not isinstance(signals, dict):
+            raise ReplayError(f"{where}: field 'signals' must be an object, got {signals!r}")
+        for signal, value in signals.items():
+            if value is None or (type(value) is float and value - value == 0.0):
+                continue
+            if not _finite(value):
+                raise ReplayError(
+                    f"{where}: signal {signal!r} must be a number or null, got {value!r}"
+                )
+        if t < previous:
+            raise ReplayError(f"{where}: time goes backwards: t={t} after t={previous}")
+        previous = t
+        yield number, (float(t), pod, signals)
+
+
+def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]:
+    """The verdict changes of a trace, as output lines."""
+    engine = HealthEngine(policy)
+    output: list[str] = []
+    started: dict[str, float] = {}
+    keys: dict[str, PodKey] = {}
+    degraded: dict[str, bool] = {}
+    cycle: dict[str, dict[str, float | None]] = {}
+    cycle_t = math.nan
+
+    def run_cycle() -> None:
+        for pod, signals in cycle.items():
+            engine.observe(cycle_t, keys[pod], started[pod], signals)
+        for key, verdict in engine.evaluate(cycle_t).items():
+            if verdict.degraded == degraded.get(key.name, False):
+                continue
+            degraded[key.name] = verdict.degraded
+            reasons = [reason.text for reason in verdict.reasons] if verdict.degraded else []
+            output.append(
+                json.dumps(
+                    {
+                        "t": cycle_t,
+                        "pod": key.name,
+                        "verdict": "degraded" if verdict.degraded else "healthy",
+                        "reasons": reasons,
+                    }
+                )
+            )
+
+    for number, (t, pod, signals) in read_trace(trace, name):
+        if t != cycle_t:
+            if cycle:
+                run_cycle()
+            cycle = {}
+            cycle_t = t
+        if pod in cycle:
+            raise ReplayError(f"{name}:{number}: pod {pod!r} appears twice at t={t}")
+        if pod not in keys:
+            keys[pod] = PodKey(pod, pod)
+            started[pod] = t
+        cycle[pod] = signals
+    if cycle:
+        run_cycle()
+    return output
+
+
+def _write(lines: list[str], output: str | None) -> None:
+    text = "".join(f"{line}\n" for line in lines)
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        Path(temporary).replace(target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infercycle replay",
+        description="Run the health engine over a recorded trace and print verdict changes.",
+    )
+    parser.add_argument("trace", help="JSON Lines trace, sorted by t (- for stdin)")
+    parser.add_argument("--policy", help="RecyclePolicy YAML (full resource or spec)")
+    parser.add_argument("--output", help="where to write verdict changes (default stdout)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        policy = load_policy(args.policy) if args.policy else resolve_policy().health
+        if args.trace == "-":
+            lines = replay(sys.stdin.buffer, "<stdin>", policy)
+        else:
+            try:
+                trace = Path(args.trace).open("rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise ReplayError(f"{args.trace}: no such trace file") from None
+            except OSError as error:
+                raise ReplayError(f"{args.trace}: cannot read the trace: {error}") from None
+            with trace:
+                lines = replay(trace, args.trace, policy)
+        _write(lines, args.output)
+    except ReplayError as error:
+        print(f"infercycle replay: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"infercycle replay: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""End-to-end fixtures: CRDs on the real API server, the operator as a real process, and helpers
+that build InferenceDeployments whose policy runs on a compressed clock (seconds, not hours)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infercycle.api.defaults import DEFAULT_RULES
+from infercycle.api.policy import RuleKind
+from tests.e2e.operator_process import OperatorProcess
+from tests.fixtures.cluster import Cluster
+
+REPO = Path(__file__).resolve().parents[2]
+SIM_AGE_OFFSET = "600"  # simulated pods start ten minutes old: past their model-loading ramp
+
+
+def fast_health() -> dict[str, Any]:
+    """Every built-in rule, with windows short enough for a test and leak levels set for the
+    simulator's compressed clock (a healthy pod's settling growth stays far below them)."""
+    rules = []
+    for rule in DEFAULT_RULES:
+        override: dict[str, Any] = {"name": rule.name, "window": "20s"}
+        if rule.kind == RuleKind.GROWTH:
+            override.update(threshold="50Gi", clear="10Gi", sustain="6s")
+            if rule.limit is not None:
+                override.update(limit="100Ti", timeToLimit="1m")
+        if rule.kind == RuleKind.BASELINE:
+            override["baselineWindow"] = "10s"
+        rules.append(override)
+    return {"warmup": "10s", "staleAfter": "20s", "rules": rules}
+
+
+def deployment_manifest(
+    name: str,
+    namespace: str,
+    *,
+    replicas: int = 8,
+    scenario: str = "healthy",
+    extra_spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "restartStrategy": "Recreate",
+        "agent": {"enabled": False},
+        "health": fast_health(),
+        "disruption": {
+            "maxUnavailable": 1,
+            "minAvailable": replicas - 2,
+            "cooldown": "10m",
+            "maxRecyclesPerHour": 10,
+            "maxDegradedPercent": 50,
+            "flapWindow": "1m",
+        },
+        "recycle": {"drainTimeout": "6s", "readyTimeout": "60s", "verifyWindow": "6s"},
+        "template": {
+            "metadata": {
+                "annotations": {
+                    "sim.infercycle.io/scenario": scenario,
+                    "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
+                }
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": "registry.invalid/inference-server:1",
+                        "ports": [{"name": "http", "containerPort": 8000}],
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    }
+                ]
+            },
+        },
+    }
+    spec.update(extra_spec or {})
+    return {
+        "apiVersion": "infercycle.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for crd in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+class Fleet:
+    """Helpers around one InferenceDeployment under test."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    def get(self) -> dict[str, Any]:
+        out = self.cluster.kubectl(
+            "get", "inferencedeployment", self.name, "-n", self.namespace, "-o", "json"
+        ).stdout
+        return dict(json.loads(out))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.get().get("status") or {})
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        for condition in self.status().get("conditions") or []:
+            if condition["type"] == kind:
+                return dict(condition)
+        return {}
+
+    def pods(self) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            self.namespace,
+            "-l",
+            f"infercycle.io/deployment={self.name}",
+            "-o",
+            "json",
+        ).stdout
+        return list(json.loads(out)["items"])
+
+    def ready_pods(self) -> dict[str, str]:
+        """name -> uid of Running, Ready pods that are not terminating."""
+        ready = {}
+        for pod in self.pods():
+            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions") or []}
+            if (
+                pod["status"].get("phase") == "Running"
+                and conditions.get("Ready") == "True"
+                and not pod["metadata"].get("deletionTimestamp")
+            ):
+                ready[pod["metadata"]["name"]] = pod["metadata"]["uid"]
+        return ready
+
+    def wait_ready(self, count: int, timeout: float = 120.0) -> dict[str, str]:
+        self.cluster.wait_for(
+            f"{count} ready pods of {self.name}",
+            lambda: len(self.ready_pods()) == count,
+            timeout=timeout,
+        )
+        return self.ready_pods()
+
+    def set_scenario(self, pod: str, scenario: str, params: dict[str, float] | None = None) -> None:
+        args = [
+            "annotate",
+            "pod",
+            pod,
+            "-n",
+            self.namespace,
+            "--overwrite",
+            f"sim.infercycle.io/scenario={scenario}",
+        ]
+        if params:
+            args.append(f"sim.infercycle.io/params={json.dumps(params)}")
+        self.cluster.kubectl(*args)
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.status().get("history") or [])
+
+    def events(self) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            self.namespace,
+            "-o",
+            "json",
+            f"--field-selector=involvedObject.name={self.name}",
+        ).stdout
+        return list(json.loads(out)["items"])
+
+    def serving_endpoints(self) -> int:
+        out = self.cluster.kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            self.namespace,
+            "-l",
+            f"kubernetes.io/service-name={self.name}",
+            "-o",
+            "json",
+        ).stdout
+        count = 0
+        for item in json.loads(out)["items"]:
+            for endpoint in item.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready"):
+                    count += 1
+        return count
+
+
+@pytest.fixture
+def make_fleet(cluster: Cluster, namespace: str, crds: None, fleetsim: Any) -> Callable[..., Fleet]:
+    def build(name: str = "llm", **kwargs: Any) -> Fleet:
+        fleet = Fleet(cluster, namespace, name)
+        fleet.apply(deployment_manifest(name, namespace, **kwargs))
+        return fleet
+
+    return build
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, namespace: str, crds: None, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    assert cluster.prometheus_url is not None
+    process = OperatorProcess(
+        str(cluster.kubeconfig), cluster.prometheus_url, tmp_path / "logs", namespaces=[namespace]
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+class EndpointWatch:
+    """Samples the client Service's ready endpoints in the background; keeps the minimum."""
+
+    def __init__(self, fleet: Fleet, interval: float = 0.5) -> None:
+        self.fleet = fleet
+        self.interval = interval
+        self.minimum: int | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EndpointWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                count = self.fleet.serving_endpoints()
+            except AssertionError:
+                count = None
+            if count is not None:
+                self.samples += 1
+                self.minimum = count if self.minimum is None else min(self.minimum, count)
+            time.sleep(self.interval)

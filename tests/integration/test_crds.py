@@ -1,0 +1,100 @@
+"""The generated CRDs on a real API server: they install, and bad specs are refused with the
+message of the schema or CEL rule that caught them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _deployment(namespace: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "infercycle.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": "probe", "namespace": namespace},
+        "spec": {
+            "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "server", "image": "x"}]}},
+            **spec,
+        },
+    }
+    return json.dumps(body)
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster) -> Cluster:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for crd in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    return cluster
+
+
+def test_valid_deployment_and_policy_are_accepted(installed: Cluster, namespace: str) -> None:
+    installed.kubectl("apply", "--dry-run=server", "-f", "-", input=_deployment(namespace))
+    for sample in sorted((REPO / "manifests" / "samples").glob("*.yaml")):
+        for document in yaml.safe_load_all(sample.read_text()):
+            if not document or document.get("kind") not in ("InferenceDeployment", "RecyclePolicy"):
+                continue
+            if document["kind"] == "InferenceDeployment":
+                document["metadata"]["namespace"] = namespace
+            installed.kubectl(
+                "apply", "--dry-run=server", "-f", "-", input=json.dumps(document)
+            )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"replicas": 3, "disruption": {"minAvailable": 3}}, "minAvailable must be below replicas"),
+        (
+            {
+                "health": {
+                    "rules": [
+                        {
+                            "name": "r",
+                            "signal": "cpu",
+                            "kind": "above",
+                            "threshold": "2",
+                            "clear": "3",
+                            "window": "1m",
+                        }
+                    ]
+                }
+            },
+            "clear must be on the healthy side",
+        ),
+        (
+            {"health": {"rules": [{"name": "r", "kind": "outlier", "threshold": "0.5"}]}},
+            "ratios above 1",
+        ),
+        ({"health": {"warmup": "ten minutes"}}, "spec.health.warmup"),
+        ({"template": {"spec": {"containers": []}}}, "template.spec.containers must list"),
+        ({"restartStrategy": "Reboot"}, "spec.restartStrategy"),
+        ({"health": {"rules": [{"name": "r", "limit": "1Gi"}]}}, "limit and timeToLimit"),
+    ],
+)
+def test_invalid_deployments_are_refused_with_the_rule_message(
+    installed: Cluster, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    result = installed.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=_deployment(namespace, **spec), check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_printer_columns_and_short_names(installed: Cluster, namespace: str) -> None:
+    installed.kubectl("apply", "-f", "-", input=_deployment(namespace))
+    out = installed.kubectl("get", "infd", "-n", namespace).stdout
+    header = out.splitlines()[0].split()
+    assert header == ["NAME", "REPLICAS", "READY", "DEGRADED", "RECYCLING", "AGE"]
+    installed.kubectl("get", "rcp")
