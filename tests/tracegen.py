@@ -127,9 +127,7 @@ class FleetRun:
     degraded_cycles: dict[str, int]
 
 
-def run_fleet(
-    fleet: Fleet, policy: HealthPolicy, hours: float, step_s: float = 30.0
-) -> FleetRun:
+def run_fleet(fleet: Fleet, policy: HealthPolicy, hours: float, step_s: float = 30.0) -> FleetRun:
     """Drive a fresh engine through the fleet exactly as the live loop does."""
     engine = HealthEngine(policy)
     keys = {pod.name: PodKey(pod.name, pod.name) for pod in fleet.pods}

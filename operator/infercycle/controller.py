@@ -254,7 +254,7 @@ class FleetController:
                     asyncio.to_thread(range_series, self.reader, promql, start, end, step),
                     timeout=self.settings.query_timeout_s * 3,
                 )
-            except Exception as error:  # noqa: BLE001 - history is a bonus; live data follows
+            except Exception as error:
                 log.warning("history not loaded for %s: %s", promql[:80], error)
                 return {}
 
@@ -486,7 +486,8 @@ class FleetController:
                 {},
                 False,
                 "StaleData",
-                f"newest sample is {now - newest:.0f}s old (staleAfter {health.stale_after_s:.0f}s)",
+                f"newest sample is {now - newest:.0f}s old "
+                f"(staleAfter {health.stale_after_s:.0f}s)",
             )
         by_signal = {
             signal: snapshot.signals.get(
@@ -597,7 +598,8 @@ class FleetController:
     ) -> tuple[bool, str, str]:
         """Advance the persisted operation by as many steps as can be done right now."""
         namespace, name = context.key
-        assert context.spec is not None and context.policy is not None
+        assert context.spec is not None
+        assert context.policy is not None
         timings = context.policy.recycle
         agent_on = workload.agent_enabled(context.spec) and context.spec.session_store is not None
         waiting = "recycle in flight"
@@ -635,7 +637,7 @@ class FleetController:
                 break
         return True, "InProgress", waiting
 
-    async def _apply_move(
+    async def _apply_move(  # noqa: PLR0917 - one call site, each argument distinct
         self,
         context: Context,
         fresh: dict[str, Any],
@@ -850,7 +852,7 @@ class FleetController:
         namespace, name = context.key
         try:
             await asyncio.to_thread(self.kube.patch_status, namespace, name, status, None)
-        except Exception as error:  # noqa: BLE001 - status is retried next cycle
+        except Exception as error:
             log.warning("status of %s/%s not written: %s", namespace, name, error)
             return
         if state is not None:
@@ -960,13 +962,13 @@ async def explain(controller: FleetController, key: DeploymentKey) -> dict[str, 
     if body is None:
         msg = f"InferenceDeployment {key[0]}/{key[1]} not found"
         raise LookupError(msg)
-    context = controller._context(key, body)  # noqa: SLF001 - same module family
+    context = controller._context(key, body)
     report: dict[str, Any] = {"deployment": f"{key[0]}/{key[1]}"}
     if context.policy is None:
         report["error"] = context.error
         return report
     policy = context.policy
-    await controller._backfill([context])  # noqa: SLF001
+    await controller._backfill([context])
     state = controller.states[key]
     queries: dict[str, str] = {}
     for signal in (*policy.health.signals, "requests_running"):
@@ -974,7 +976,7 @@ async def explain(controller: FleetController, key: DeploymentKey) -> dict[str, 
         if promql:
             queries[signal] = promql
     snapshot = await controller.reader.snapshot(queries)
-    verdicts, ok, reason, message = controller._evaluate(  # noqa: SLF001
+    verdicts, ok, reason, message = controller._evaluate(
         context, state, snapshot, queries, time.time()
     )
     report["policy"] = {

@@ -66,7 +66,8 @@ def render_table(report: dict[str, Any]) -> str:
     )
     lines.append(
         f"  quorum {policy['quorum']} distinct signals, warm-up {policy['warmupSeconds']:.0f}s, "
-        f"minRequestRate {policy['minRequestRate']}/s, staleAfter {policy['staleAfterSeconds']:.0f}s"
+        f"minRequestRate {policy['minRequestRate']}/s, "
+        f"staleAfter {policy['staleAfterSeconds']:.0f}s"
     )
     disruption = policy["disruption"]
     lines.append(
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except Exception as error:  # noqa: BLE001 - a message, never a traceback
+    except Exception as error:
         print(f"error: could not explain {args.target}: {error}", file=sys.stderr)
         return 1
     if args.output == "json":

@@ -81,7 +81,7 @@ async def _cycle_forever(controller: FleetController) -> None:
 def last_cycle(**_: Any) -> float | None:
     from infercycle import fleet_metrics  # noqa: PLC0415
 
-    stamp = fleet_metrics.LAST_CYCLE._value.get()  # noqa: SLF001 - one gauge, read back
+    stamp = fleet_metrics.LAST_CYCLE._value.get()
     return round(time.time() - stamp, 1) if stamp else None
 
 
@@ -89,7 +89,7 @@ def last_cycle(**_: Any) -> float | None:
 
 
 @kopf.on.event(*INFD)
-def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     namespace, name = body.metadata.namespace, body.metadata.name
     if not _watched(namespace) or namespace is None or name is None:
         return
@@ -101,13 +101,13 @@ def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # no
 
 
 @kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
-def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if _watched(body.metadata.namespace):
         _controller().registry.put_pod(dict(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(*RCP)
-def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     policies = _controller().registry.policies
     name = str(body.metadata.name)
     if type == "DELETED":
@@ -117,7 +117,7 @@ def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: 
 
 
 @kopf.on.event("", "v1", "namespaces")
-def namespace_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+def namespace_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     namespaces = _controller().registry.namespaces
     name = str(body.metadata.name)
     if type == "DELETED":

@@ -1,4 +1,4 @@
-"""Operator settings, read from ``INFERCYCLE_*`` environment variables (the Helm chart sets them)."""
+"""Operator settings, read from ``INFERCYCLE_*`` environment variables (set by the chart)."""
 
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def test_two_leaking_pods_of_eight_are_recycled_one_at_a_time(
         else:
             assert uid == before[name], f"healthy pod {name} was restarted"
     assert endpoints.samples > 10
-    assert endpoints.minimum is not None and endpoints.minimum >= 7, endpoints.minimum
+    assert endpoints.minimum is not None
+    assert endpoints.minimum >= 7, endpoints.minimum
     # The new pods do not leak: the simulator started them fresh (new UID, healthy scenario).
     sims = {p["name"]: p for p in _sim_pods(cluster) if p["namespace"] == fleet.namespace}
     for name in leaky:
@@ -217,7 +218,8 @@ def test_a_pdb_that_forbids_eviction_makes_the_operator_wait(
     time.sleep(10)
     assert fleet.ready_pods() == before, "a pod was removed around the PodDisruptionBudget"
     operation = fleet.status().get("operation")
-    assert operation and operation["step"] == "Restarting", operation
+    assert operation
+    assert operation["step"] == "Restarting", operation
     cluster.kubectl("delete", "pdb", "freeze", "-n", namespace)
     cluster.wait_for("the recycle after the PDB is lifted", lambda: _succeeded(fleet), timeout=180)
 
@@ -299,10 +301,8 @@ def test_children_follow_the_spec_and_scale_subresource(
     ):
         out = json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
         owners = out["metadata"]["ownerReferences"]
-        assert owners[0]["kind"] == "InferenceDeployment" and owners[0]["controller"], (
-            kind,
-            owners,
-        )
+        assert owners[0]["kind"] == "InferenceDeployment", (kind, owners)
+        assert owners[0]["controller"], (kind, owners)
     cluster.kubectl("scale", "inferencedeployment", "shape", "-n", namespace, "--replicas=3")
     fleet.wait_ready(3)
     cluster.wait_for(

@@ -46,9 +46,7 @@ def test_valid_deployment_and_policy_are_accepted(installed: Cluster, namespace:
                 continue
             if document["kind"] == "InferenceDeployment":
                 document["metadata"]["namespace"] = namespace
-            installed.kubectl(
-                "apply", "--dry-run=server", "-f", "-", input=json.dumps(document)
-            )
+            installed.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(document))
 
 
 @pytest.mark.parametrize(

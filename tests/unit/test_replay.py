@@ -88,7 +88,9 @@ def test_replay_decides_exactly_as_the_live_loop(verdicts: list[dict[str, object
     assert [line["reasons"] for line in verdicts[:1]] == [list(live.reasons["pod-0000"])]
 
 
-def test_output_file_and_stdin(trace: Path, tmp_path: Path, verdicts: list[dict[str, object]]) -> None:
+def test_output_file_and_stdin(
+    trace: Path, tmp_path: Path, verdicts: list[dict[str, object]]
+) -> None:
     out = tmp_path / "verdicts.jsonl"
     result = replay(trace, "--output", out)
     assert result.returncode == 0, result.stderr
@@ -145,7 +147,7 @@ GOOD = '{"t": 0, "pod": "a", "signals": {"cpu": 1.0}}'
         (['{"t": 0, "pod": "a", "signals": {"cpu": "high"}}'], ":1: signal 'cpu' must be a number"),
         (['{"t": 0, "pod": "a", "signals": {"cpu": true}}'], ":1: signal 'cpu' must be a number"),
         (['{"t": 0, "pod": "a", "signals": {"cpu": NaN}}'], ":1: signal 'cpu' must be a number"),
-        (['[1, 2]'], ":1: expected a JSON object"),
+        (["[1, 2]"], ":1: expected a JSON object"),
         ([GOOD.replace("0", "30", 1), GOOD], ":2: time goes backwards: t=0 after t=30"),
         ([GOOD, GOOD], ":2: pod 'a' appears twice at t=0"),
     ],
@@ -184,7 +186,10 @@ def test_invalid_utf8_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     ("document", "message"),
     [
         (
-            {"kind": "RecyclePolicy", "spec": {"health": {"rules": [{"name": "x", "threshld": "1"}]}}},
+            {
+                "kind": "RecyclePolicy",
+                "spec": {"health": {"rules": [{"name": "x", "threshld": "1"}]}},
+            },
             "spec.health.rules[0].threshld: unknown field",
         ),
         ({"health": {"quorum": 0}}, "health.quorum: Input should be greater than or equal to 1"),

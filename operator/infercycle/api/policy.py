@@ -48,7 +48,7 @@ class RuleKind(StrEnum):
 
 
 class SignalRuleSpec(ApiModel):
-    """One rule on one signal. Rules are keyed by ``name``; an override names the rule it changes."""
+    """One rule on one signal, keyed by ``name``: an override names the rule it changes."""
 
     name: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": RULE_NAME_PATTERN})]
     signal: Annotated[
@@ -521,10 +521,16 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
     threshold = parse_quantity(spec.threshold)
     clear = parse_quantity(spec.clear) if spec.clear is not None else threshold
     if kind is RuleKind.BELOW and clear < threshold:
-        msg = f"{where}.clear: {spec.clear} must be at or above the threshold {spec.threshold} for a 'below' rule"
+        msg = (
+            f"{where}.clear: {spec.clear} must be at or above the threshold "
+            f"{spec.threshold} for a 'below' rule"
+        )
         raise PolicyError(msg)
     if kind is not RuleKind.BELOW and clear > threshold:
-        msg = f"{where}.clear: {spec.clear} must be at or below the threshold {spec.threshold} for a '{kind.value}' rule"
+        msg = (
+            f"{where}.clear: {spec.clear} must be at or below the threshold "
+            f"{spec.threshold} for a '{kind.value}' rule"
+        )
         raise PolicyError(msg)
     if kind in (RuleKind.BASELINE, RuleKind.OUTLIER) and threshold <= 1:
         msg = f'{where}.threshold: a {kind.value} threshold is a ratio above 1, such as "1.5"'

@@ -22,7 +22,7 @@ SESSION_VOLUME = "sessions"
 DEFAULT_MOUNT_PATH = "/var/lib/infercycle/sessions"
 DEFAULT_AGENT_PORT = 8089
 AGENT_CONTAINER = "infercycle-agent"
-TOKEN_KEY = "token"
+TOKEN_KEY = "token"  # noqa: S105 - the Secret key name, not a secret
 
 
 def agent_secret_name(name: str) -> str:
@@ -122,7 +122,7 @@ def _agent_container(spec: InferenceDeploymentSpec, image: str, mount_path: str)
         "volumeMounts": [
             {"name": SESSION_VOLUME, "mountPath": mount_path},
             {"name": "agent-token", "mountPath": "/var/run/infercycle/agent", "readOnly": True},
-            {"name": "agent-tmp", "mountPath": "/tmp"},
+            {"name": "agent-tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir,
         ],
     }
 

@@ -70,7 +70,7 @@ class PrometheusReader:
             timeout=max(1, math.ceil(settings.query_timeout_s)),
         )
         if settings.prometheus_ca_file is not None and settings.prometheus_tls_verify:
-            self._client._session.verify = str(settings.prometheus_ca_file)  # noqa: SLF001
+            self._client._session.verify = str(settings.prometheus_ca_file)
         self._timeout = settings.query_timeout_s
 
     def query_now(self, promql: str) -> dict[PodRef, float]:
@@ -142,7 +142,7 @@ def range_series(
     """A range query: every pod's points between ``start`` and ``end`` (blocking)."""
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    result = reader._client.custom_query_range(  # noqa: SLF001
+    result = reader._client.custom_query_range(
         query=promql,
         start_time=datetime.fromtimestamp(start, tz=UTC),
         end_time=datetime.fromtimestamp(end, tz=UTC),

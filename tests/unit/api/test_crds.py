@@ -59,9 +59,13 @@ def test_schema_is_structural(name: str) -> None:
             keys = node["x-kubernetes-list-map-keys"]
             assert set(keys) <= set(node["items"].get("required", [])), f"{path}: map keys optional"
         if node.get("type") == "string":
-            assert "maxLength" in node or "enum" in node or "format" in node or path.endswith("Version") or path in {".apiVersion", ".kind"}, (
-                f"{path}: strings need maxLength so CEL cost stays bounded"
-            )
+            assert (
+                "maxLength" in node
+                or "enum" in node
+                or "format" in node
+                or path.endswith("Version")
+                or path in {".apiVersion", ".kind"}
+            ), f"{path}: strings need maxLength so CEL cost stays bounded"
         if node.get("type") == "array":
             assert "maxItems" in node, f"{path}: arrays need maxItems so CEL cost stays bounded"
     if crd["spec"]["names"]["kind"] == "InferenceDeployment":

@@ -20,13 +20,17 @@ def test_default_policy_resolves_and_reads_every_builtin_query() -> None:
     policy = resolve_policy()
     assert policy.health.quorum == 2
     assert {rule.signal for rule in policy.health.rules} <= set(policy.health.queries)
-    assert set(policy.health.queries) == set((DEFAULT_POLICY_SPEC.health or HealthSpec()).queries or {})
+    assert set(policy.health.queries) == set(
+        (DEFAULT_POLICY_SPEC.health or HealthSpec()).queries or {}
+    )
     assert policy.sources == ("built-in defaults",)
 
 
 def test_deployment_overrides_policy_field_by_field() -> None:
     cluster = RecyclePolicySpec(
-        health=HealthSpec(warmup="20m", rules=[SignalRuleSpec(name="memory-leak", threshold="1Gi")]),
+        health=HealthSpec(
+            warmup="20m", rules=[SignalRuleSpec(name="memory-leak", threshold="1Gi")]
+        ),
         disruption=DisruptionSpec(cooldown="2h", max_recycles_per_hour=2),
     )
     deployment = RecyclePolicySpec(
@@ -66,7 +70,11 @@ def test_queries_merge_by_signal_and_custom_signal_needs_a_query() -> None:
             queries={"queue_depth": "sum by (namespace, pod) (tgi_queue_size)"},
             rules=[
                 SignalRuleSpec(
-                    name="queue", signal="queue_depth", kind=RuleKind.ABOVE, threshold="50", window="5m"
+                    name="queue",
+                    signal="queue_depth",
+                    kind=RuleKind.ABOVE,
+                    threshold="50",
+                    window="5m",
                 )
             ],
         )
@@ -76,7 +84,11 @@ def test_queries_merge_by_signal_and_custom_signal_needs_a_query() -> None:
     assert "memory" in policy.health.queries
     missing = RecyclePolicySpec(
         health=HealthSpec(
-            rules=[SignalRuleSpec(name="q", signal="nope", kind=RuleKind.ABOVE, threshold="1", window="1m")]
+            rules=[
+                SignalRuleSpec(
+                    name="q", signal="nope", kind=RuleKind.ABOVE, threshold="1", window="1m"
+                )
+            ]
         )
     )
     with pytest.raises(PolicyError, match=r"health.rules\[q\].signal: 'nope' has no query"):
@@ -84,7 +96,9 @@ def test_queries_merge_by_signal_and_custom_signal_needs_a_query() -> None:
 
 
 def test_new_rule_must_be_complete_and_names_what_is_missing() -> None:
-    partial = RecyclePolicySpec(health=HealthSpec(rules=[SignalRuleSpec(name="mine", signal="cpu")]))
+    partial = RecyclePolicySpec(
+        health=HealthSpec(rules=[SignalRuleSpec(name="mine", signal="cpu")])
+    )
     with pytest.raises(PolicyError, match=r"health.rules\[mine\]: missing kind, threshold, window"):
         resolve_policy(partial)
 
@@ -102,7 +116,11 @@ def test_clear_level_must_be_on_the_healthy_side(
 ) -> None:
     spec = RecyclePolicySpec(
         health=HealthSpec(
-            rules=[SignalRuleSpec(name="r", signal="cpu", kind=kind, threshold=threshold, clear=clear, window="1m")]
+            rules=[
+                SignalRuleSpec(
+                    name="r", signal="cpu", kind=kind, threshold=threshold, clear=clear, window="1m"
+                )
+            ]
         )
     )
     with pytest.raises(PolicyError, match=message):

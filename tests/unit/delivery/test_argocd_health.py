@@ -95,7 +95,11 @@ CASES = [
         id="never-observed",
     ),
     pytest.param(
-        deployment(*replace(HEALTHY_FLEET, condition("Paused", "True", "PausedBySpec", "spec.paused is true"))),
+        deployment(
+            *replace(
+                HEALTHY_FLEET, condition("Paused", "True", "PausedBySpec", "spec.paused is true")
+            )
+        ),
         "Suspended",
         "PausedBySpec: spec.paused is true",
         id="paused-by-spec",
@@ -133,7 +137,10 @@ CASES = [
             *replace(
                 HEALTHY_FLEET,
                 condition(
-                    "MetricsAvailable", "False", "PrometheusUnreachable", "connection refused",
+                    "MetricsAvailable",
+                    "False",
+                    "PrometheusUnreachable",
+                    "connection refused",
                     since=NOW - timedelta(minutes=20),
                 ),
             )
@@ -147,7 +154,10 @@ CASES = [
             *replace(
                 HEALTHY_FLEET,
                 condition(
-                    "MetricsAvailable", "False", "StaleData", "newest sample is 200s old",
+                    "MetricsAvailable",
+                    "False",
+                    "StaleData",
+                    "newest sample is 200s old",
                     since=NOW - timedelta(minutes=5),
                 ),
             )
@@ -168,12 +178,12 @@ CASES = [
         "Recycling: llama-1: Checkpointing",
         id="recycling",
     ),
-    pytest.param(
-        deployment(*HEALTHY_FLEET), "Healthy", "4/4 pods ready", id="healthy"
-    ),
+    pytest.param(deployment(*HEALTHY_FLEET), "Healthy", "4/4 pods ready", id="healthy"),
     pytest.param(
         deployment(
-            *replace(HEALTHY_FLEET, condition("Degraded", "True", "PodsDegraded", "degraded: llama-3"))
+            *replace(
+                HEALTHY_FLEET, condition("Degraded", "True", "PodsDegraded", "degraded: llama-3")
+            )
         ),
         "Healthy",
         "4/4 pods ready; degraded: llama-3",
@@ -181,7 +191,9 @@ CASES = [
     ),
     pytest.param(
         deployment(
-            *replace(HEALTHY_FLEET, condition("Ready", "False", "ReplicasNotReady", "2/4 pods ready"))
+            *replace(
+                HEALTHY_FLEET, condition("Ready", "False", "ReplicasNotReady", "2/4 pods ready")
+            )
         ),
         "Progressing",
         "Waiting for Ready: 2/4 pods ready",

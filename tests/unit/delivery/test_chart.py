@@ -64,7 +64,10 @@ def test_default_and_test_values_satisfy_the_schema() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     for name, values in [
         ("values.yaml", defaults),
-        *((path.name, _merged(defaults, yaml.safe_load(path.read_text()))) for path in VALUES_FILES),
+        *(
+            (path.name, _merged(defaults, yaml.safe_load(path.read_text())))
+            for path in VALUES_FILES
+        ),
     ]:
         errors = [error.message for error in validator.iter_errors(values)]
         assert not errors, f"{name}: {errors}"
@@ -184,7 +187,9 @@ def test_bearer_token_values(helm: Path) -> None:
     assert container["imagePullPolicy"] == "Always"
     assert not by_kind(objects, "NetworkPolicy")
     aggregated = [
-        role for role in by_kind(objects, "ClusterRole") if "-operator" not in role["metadata"]["name"]
+        role
+        for role in by_kind(objects, "ClusterRole")
+        if "-operator" not in role["metadata"]["name"]
     ]
     assert not aggregated
 
@@ -208,7 +213,9 @@ def test_optional_objects_appear_only_when_enabled(helm: Path) -> None:
 
 
 def test_chart_crds_are_the_synced_copies(chart_default: list[Manifest]) -> None:
-    rendered = {crd["metadata"]["name"]: crd for crd in by_kind(chart_default, "CustomResourceDefinition")}
+    rendered = {
+        crd["metadata"]["name"]: crd for crd in by_kind(chart_default, "CustomResourceDefinition")
+    }
     on_disk = {
         crd["metadata"]["name"]: crd
         for crd in (yaml.safe_load(p.read_text()) for p in sorted((CHART / "crds").glob("*.yaml")))
@@ -259,7 +266,10 @@ def test_network_policy_and_service_match_manifests(
     chart, plain = one(chart_default, "NetworkPolicy"), one(kustomized, "NetworkPolicy")
     for key in ("policyTypes", "ingress", "egress"):
         assert chart["spec"][key] == plain["spec"][key], key
-    assert one(chart_default, "Service")["spec"]["ports"] == one(kustomized, "Service")["spec"]["ports"]
+    assert (
+        one(chart_default, "Service")["spec"]["ports"]
+        == one(kustomized, "Service")["spec"]["ports"]
+    )
 
 
 def test_service_monitor_matches_the_monitoring_folder(
@@ -278,7 +288,7 @@ def test_notes_render(helm: Path, tmp_path: Path) -> None:
     shutil.copytree(CHART, copy)
     notes = (copy / "templates" / "NOTES.txt").read_text()
     (copy / "templates" / "zz-notes.yaml").write_text(
-        '{{- define "test.notes" }}' + notes + '{{- end }}\n'
+        '{{- define "test.notes" }}' + notes + "{{- end }}\n"
         'notes: {{ include "test.notes" . | toJson }}\n'
     )
     for values in VALUES_FILES:
@@ -292,9 +302,18 @@ def test_notes_render(helm: Path, tmp_path: Path) -> None:
         assert "llm-serving" in text
     basic = yaml.safe_load(
         run(
-            helm, "template", "infercycle", copy, "--namespace", "infercycle-system",
-            "--kube-version", KUBE_VERSION, "--values", VALUES / "basic-auth.yaml",
-            "--show-only", "templates/zz-notes.yaml",
+            helm,
+            "template",
+            "infercycle",
+            copy,
+            "--namespace",
+            "infercycle-system",
+            "--kube-version",
+            KUBE_VERSION,
+            "--values",
+            VALUES / "basic-auth.yaml",
+            "--show-only",
+            "templates/zz-notes.yaml",
         ).stdout  # fmt: skip
     )["notes"]
     assert "DRY RUN" in basic

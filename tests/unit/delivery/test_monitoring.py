@@ -28,8 +28,8 @@ def exported_metrics() -> dict[str, set[str]]:
     for value in vars(fleet_metrics).values():
         if not isinstance(value, Counter | Gauge | Histogram):
             continue
-        labels = set(value._labelnames)  # noqa: SLF001 - the client keeps them there
-        name = value._name  # noqa: SLF001
+        labels = set(value._labelnames)
+        name = value._name
         if isinstance(value, Counter):
             metrics[f"{name}_total"] = labels
         elif isinstance(value, Histogram):
@@ -152,7 +152,9 @@ def test_dashboard_queries_parse(promtool: Path, tmp_path: Path) -> None:
             for variable, value in substitutions.items():
                 expression = expression.replace(variable, value)
             assert "$" not in expression, f"{panel['title']}: unknown variable in {expression}"
-            rules.append({"record": f"dashboard:panel{index}:{target['refId']}", "expr": expression})
+            rules.append(
+                {"record": f"dashboard:panel{index}:{target['refId']}", "expr": expression}
+            )
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = run(promtool, "check", "rules", path, check=False)

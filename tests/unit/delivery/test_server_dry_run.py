@@ -87,7 +87,10 @@ def _dry_run(cluster: Cluster, objects: list[Manifest]) -> str:
 
 def _renderings(helm: Path, kubectl: Path) -> Iterator[tuple[str, list[Manifest]]]:
     yield "manifests", documents(run(kubectl, "kustomize", MANIFESTS).stdout)
-    yield "manifests/monitoring", documents(run(kubectl, "kustomize", MANIFESTS / "monitoring").stdout)
+    yield (
+        "manifests/monitoring",
+        documents(run(kubectl, "kustomize", MANIFESTS / "monitoring").stdout),
+    )
     yield "chart (defaults)", documents(helm_template(helm).stdout)
     for values in VALUES_FILES:
         yield f"chart ({values.name})", documents(helm_template(helm, values).stdout)
@@ -134,7 +137,9 @@ def bound_operator_account(installed: Cluster, namespace: str, kubectl: Path) ->
     account["metadata"]["namespace"] = namespace
     objects = [role, binding, account]
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-    installed.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", input=body)
+    installed.kubectl(
+        "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", input=body
+    )
     try:
         yield f"system:serviceaccount:{namespace}:{account['metadata']['name']}"
     finally:

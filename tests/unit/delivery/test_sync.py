@@ -40,7 +40,9 @@ def test_generated_crds_carry_no_argocd_annotation() -> None:
 
 
 def test_annotation_is_added_to_the_metadata_of_a_crd() -> None:
-    text = "# header\napiVersion: v1\nkind: CustomResourceDefinition\nmetadata:\n  name: x\nspec: {}\n"
+    text = (
+        "# header\napiVersion: v1\nkind: CustomResourceDefinition\nmetadata:\n  name: x\nspec: {}\n"
+    )
     result = yaml.safe_load(sync.annotated_crd(text, "x.yaml"))
     assert result["metadata"] == {"name": "x", "annotations": {ARGOCD_KEY: "Prune=false"}}
 
@@ -60,7 +62,9 @@ def test_argocd_cm_embeds_the_health_script_verbatim() -> None:
         "namespace": "argocd",
         "labels": {"app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd"},
     }
-    assert config["data"] == {"resource.customizations.health.infercycle.io_InferenceDeployment": script}
+    assert config["data"] == {
+        "resource.customizations.health.infercycle.io_InferenceDeployment": script
+    }
 
 
 def test_kustomization_lists_every_file_of_the_folder() -> None:

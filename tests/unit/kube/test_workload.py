@@ -11,7 +11,11 @@ SPEC = InferenceDeploymentSpec.model_validate(
             "metadata": {"labels": {"app": "llm"}},
             "spec": {
                 "containers": [
-                    {"name": "vllm", "image": "vllm/vllm-openai", "ports": [{"name": "http", "containerPort": 8000}]}
+                    {
+                        "name": "vllm",
+                        "image": "vllm/vllm-openai",
+                        "ports": [{"name": "http", "containerPort": 8000}],
+                    }
                 ]
             },
         },
@@ -27,11 +31,17 @@ def test_statefulset_carries_labels_volume_and_agent() -> None:
     assert sts["spec"]["replicas"] == 4
     template = sts["spec"]["template"]
     labels = template["metadata"]["labels"]
-    assert labels == {"app": "llm", workload.DEPLOYMENT_LABEL: "llm", workload.SERVING_LABEL: "true"}
+    assert labels == {
+        "app": "llm",
+        workload.DEPLOYMENT_LABEL: "llm",
+        workload.SERVING_LABEL: "true",
+    }
     assert sts["spec"]["selector"]["matchLabels"] == {workload.DEPLOYMENT_LABEL: "llm"}
     containers = {c["name"]: c for c in template["spec"]["containers"]}
     assert set(containers) == {"vllm", workload.AGENT_CONTAINER}
-    assert {"name": "sessions", "mountPath": workload.DEFAULT_MOUNT_PATH} in containers["vllm"]["volumeMounts"]
+    assert {"name": "sessions", "mountPath": workload.DEFAULT_MOUNT_PATH} in containers["vllm"][
+        "volumeMounts"
+    ]
     agent_args = containers[workload.AGENT_CONTAINER]["args"]
     assert "--session-hook=http://127.0.0.1:8000/sessions" in agent_args
     assert "--keep=4" in agent_args
@@ -64,7 +74,9 @@ def test_pdb_follows_the_effective_policy() -> None:
 
 
 def test_agent_can_be_turned_off_and_recreate_needs_no_shared_pid_namespace() -> None:
-    spec = SPEC.model_copy(update={"agent": None, "restart_strategy": "Recreate", "session_store": None})
+    spec = SPEC.model_copy(
+        update={"agent": None, "restart_strategy": "Recreate", "session_store": None}
+    )
     sts = workload.stateful_set("llm", "ns", "uid-1", spec, "img:1")
     names = [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]]
     assert names == ["vllm"]

@@ -83,7 +83,9 @@ def test_a_resumed_restart_step_never_restarts_a_pod_twice() -> None:
 
 def test_in_place_that_never_happens_escalates_to_an_eviction_of_the_same_uid() -> None:
     op = start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0)
-    op = after_checkpoint(op, T0, CheckpointRecord(id="c", size_bytes=1, duration_ms=1), None).operation
+    op = after_checkpoint(
+        op, T0, CheckpointRecord(id="c", size_bytes=1, duration_ms=1), None
+    ).operation
     assert op is not None
     move = next_move(op, Observation(replace(POD, serving=False)), TIMINGS, T0 + 200)
     assert move.action is Action.EVICT

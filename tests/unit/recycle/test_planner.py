@@ -14,7 +14,9 @@ POLICY = DisruptionPolicy(
 
 
 def fleet(count: int, **overrides: PodState) -> list[PodState]:
-    pods = [PodState(f"p-{i}", f"uid-{i}", ready=True, serving=True, running=True) for i in range(count)]
+    pods = [
+        PodState(f"p-{i}", f"uid-{i}", ready=True, serving=True, running=True) for i in range(count)
+    ]
     return [overrides.get(pod.name, pod) for pod in pods]
 
 
