@@ -1,7 +1,7 @@
-# syntax=docker/dockerfile:1
 # One image for the operator (`infercycle run`, the default) and the recycle agent sidecar
 # (`infercycle agent`). The builder turns the source into wheels; the final stage installs them
-# from a bind mount, so no source tree, compiler or wheel cache ends up in a layer.
+# from a bind mount, so no source tree, compiler or wheel cache ends up in a layer. The bind
+# mount needs BuildKit, Docker's default builder since 23.0.
 
 # Both stages use the same base, so the wheels match the interpreter that runs them.
 FROM python:3.11-slim-bookworm AS builder

@@ -739,10 +739,10 @@ class FleetController:
             workload.owner_reference(context.key[1], context.body["metadata"]["uid"]),
         )
         host = f"[{pod.pod_ip}]" if ":" in pod.pod_ip else pod.pod_ip
+        # A restart waits out the server's grace period before it answers.
+        timeout = self.settings.agent_timeout_s + workload.restart_grace_seconds(context.spec)
         return AgentClient(
-            f"http://{host}:{workload.agent_port(context.spec)}",
-            token,
-            timeout=self.settings.agent_timeout_s,
+            f"http://{host}:{workload.agent_port(context.spec)}", token, timeout=timeout
         )
 
     async def _checkpoint(

@@ -111,44 +111,51 @@ def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]
     malformed line."""
     previous = -math.inf
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{number}"
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode())
         except json.JSONDecodeError as error:
-            raise ReplayError(
-                f"{where}: not valid JSON: {error.msg} (column {error.colno})"
-            ) from None
+            if not line.strip():
+                continue
+            problem = f"not valid JSON: {error.msg} (column {error.colno})"
+            raise ReplayError(f"{name}:{number}: {problem}") from None
         except UnicodeDecodeError:
-            raise ReplayError(f"{where}: not UTF-8 text") from None
+            raise ReplayError(f"{name}:{number}: not UTF-8 text") from None
         except RecursionError:
-            raise ReplayError(f"{where}: JSON nested too deeply") from None
-        if not isinstance(record, dict):
-            raise ReplayError(f"{where}: expected a JSON object with t, pod and signals")
-        for field in ("t", "pod", "signals"):
-            if field not in record:
-                raise ReplayError(f"{where}: missing field {field!r}")
-        t = record["t"]
-        if not _finite(t):
-            raise ReplayError(f"{where}: field 't' must be a number of seconds, got {t!r}")
-        pod = record["pod"]
-        if not isinstance(pod, str) or not pod:
-            raise ReplayError(f"{where}: field 'pod' must be a non-empty string, got {pod!r}")
-        signals = record["signals"]
-        if not isinstance(signals, dict):
-            raise ReplayError(f"{where}: field 'signals' must be an object, got {signals!r}")
+            raise ReplayError(f"{name}:{number}: JSON nested too deeply") from None
+        try:
+            t = record["t"]
+            pod = record["pod"]
+            signals = record["signals"]
+        except (KeyError, TypeError):
+            raise ReplayError(f"{name}:{number}: {_record_problem(record)}") from None
+        if not (type(t) is float and t - t == 0.0) and not _finite(t):
+            raise ReplayError(f"{name}:{number}: field 't' must be a number of seconds, got {t!r}")
+        if type(pod) is not str or not pod:
+            raise ReplayError(
+                f"{name}:{number}: field 'pod' must be a non-empty string, got {pod!r}"
+            )
+        if type(signals) is not dict:
+            raise ReplayError(
+                f"{name}:{number}: field 'signals' must be an object, got {signals!r}"
+            )
         for signal, value in signals.items():
             if value is None or (type(value) is float and value - value == 0.0):
                 continue
             if not _finite(value):
                 raise ReplayError(
-                    f"{where}: signal {signal!r} must be a number or null, got {value!r}"
+                    f"{name}:{number}: signal {signal!r} must be a number or null, got {value!r}"
                 )
         if t < previous:
-            raise ReplayError(f"{where}: time goes backwards: t={t} after t={previous}")
+            raise ReplayError(f"{name}:{number}: time goes backwards: t={t} after t={previous}")
         previous = t
         yield number, (float(t), pod, signals)
+
+
+def _record_problem(record: object) -> str:
+    if not isinstance(record, dict):
+        return "expected a JSON object with t, pod and signals"
+    missing = next(field for field in ("t", "pod", "signals") if field not in record)
+    return f"missing field {missing!r}"
 
 
 def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]:

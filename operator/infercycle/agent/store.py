@@ -277,10 +277,11 @@ class CheckpointStore:
         """Copy the files into one pack file; ``None`` when one changed or vanished meanwhile."""
         entries = []
         offset = 0
+        base = os.fspath(source)
         with _open_new(staging.path / DATA_DIR / PACK_NAME) as fd:
             for relative, state in sorted(files.items()):
                 try:
-                    handle = (source / relative).open("rb")
+                    handle = open(os.path.join(base, relative), "rb")  # noqa: SIM115 - closed below
                 except FileNotFoundError:
                     return None
                 except OSError as error:
@@ -682,6 +683,7 @@ def _is_safe_relative(path: str) -> bool:
 
 
 def _scan(source: Path) -> dict[str, _FileState]:
+    """Every regular file under ``source`` by relative path, with what tells a change."""
     if not source.is_dir():
         msg = (
             f"the session dir {source} does not exist or is not a directory; check "
@@ -690,34 +692,40 @@ def _scan(source: Path) -> dict[str, _FileState]:
         raise SessionDirUnreadableError(msg)
     files: dict[str, _FileState] = {}
     skipped: list[str] = []
-
-    def fail(error: OSError) -> None:
-        if not isinstance(error, FileNotFoundError):
-            raise _session_dir_error(error, source)
-
-    for directory, _subdirectories, names in os.walk(source, onerror=fail):
-        for name in names:
-            path = Path(directory) / name
-            try:
-                info = path.lstat()
-            except FileNotFoundError:
-                continue
-            except OSError as error:
-                raise _session_dir_error(error, source) from error
-            relative = path.relative_to(source).as_posix()
-            if stat.S_ISREG(info.st_mode):
-                files[relative] = _FileState(
-                    size=info.st_size,
-                    mtime_ns=info.st_mtime_ns,
-                    inode=info.st_ino,
-                    mode=stat.S_IMODE(info.st_mode),
-                )
-            else:
-                skipped.append(relative)
+    pending = [("", os.fspath(source))]
+    while pending:
+        prefix, directory = pending.pop()
+        try:
+            listing = os.scandir(directory)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise _session_dir_error(error, source) from error
+        with listing:
+            for entry in listing:
+                relative = prefix + entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((f"{relative}/", entry.path))
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as error:
+                    raise _session_dir_error(error, source) from error
+                if stat.S_ISREG(info.st_mode):
+                    files[relative] = _FileState(
+                        size=info.st_size,
+                        mtime_ns=info.st_mtime_ns,
+                        inode=info.st_ino,
+                        mode=stat.S_IMODE(info.st_mode),
+                    )
+                else:
+                    skipped.append(relative)
     if skipped:
         log.warning(
             "session dir entries that are not regular files are not checkpointed",
-            extra={"fields": {"sessionDir": str(source), "entries": skipped[:10]}},
+            extra={"fields": {"sessionDir": str(source), "entries": sorted(skipped)[:10]}},
         )
     return files
 

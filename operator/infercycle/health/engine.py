@@ -41,7 +41,6 @@ import heapq
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -217,6 +216,7 @@ class _Cycle:
     in_use: BoolArray
     warm_end: FloatArray
     windows: dict[tuple[float, float], _Window] = field(default_factory=dict)
+    initial: dict[tuple[str, bool], tuple[StateArray, FloatArray]] = field(default_factory=dict)
 
 
 class _Explanation:
@@ -278,6 +278,7 @@ class HealthEngine:
         self._degraded: BoolArray = np.zeros(self._capacity, dtype=bool)
         self._memory = {rule.name: _RuleMemory(rule, self._capacity) for rule in policy.rules}
         self._fleet: dict[tuple[str, bool], _FleetColumns] = {}
+        self._pending: list[tuple[int, float, float, Mapping[str, float | None]]] = []
         self._generation = 0
         """Bumped when pods come or go, so that cached per-row results are recomputed."""
 
@@ -295,6 +296,7 @@ class HealthEngine:
         """Switch rules and windows, keeping the samples (the ring is resized to fit)."""
         if policy == self._policy:
             return
+        self._flush()
         self._policy = policy
         self._store.set_signals(policy.signals)
         self._store.set_history(policy.longest_window_s)
@@ -314,44 +316,69 @@ class HealthEngine:
     def observe(
         self, t: float, pod: PodKey, started_at: float, signals: Mapping[str, float | None]
     ) -> None:
-        """One instant sample of one pod; all pods of a cycle are observed with the same ``t``.
+        """One instant sample of one pod; all pods of a cycle are observed with the same ``t``
+        (observations less than half a second apart count as one cycle).
 
-        A missing signal or ``None`` is no data. Signals no rule reads are ignored.
+        A missing signal or ``None`` is no data; signals no rule reads are ignored. Observing a
+        pod twice in a cycle keeps the later sample.
         """
-        row = self._row(pod, started_at)
-        store = self._store
-        column = store.column_for(t)
-        if column < 0:
+        row = self._rows.get(pod)
+        if row is None:
+            row = self._row(pod, started_at)
+        self._pending.append((row, t, started_at, signals))
+
+    def _flush(self) -> None:
+        """Write the observations gathered since the last flush, one cycle at a time.
+
+        Observations are queued by ``observe`` and written column-wise here: a cycle of
+        thousands of pods costs a few array assignments instead of one per sample.
+        """
+        pending = self._pending
+        if not pending:
             return
-        if not self._seen[row] >= t:
-            self._seen[row] = t
-        values, last_time, last_value = store.values, store.last_time, store.last_value
-        for name, value in signals.items():
-            matrix = values.get(name)
-            if matrix is None:
+        self._pending = []
+        cycles: dict[float, dict[int, tuple[float, Mapping[str, float | None]]]] = {}
+        for row, t, started_at, signals in pending:
+            cycles.setdefault(t, {})[row] = (started_at, signals)
+        store = self._store
+        for t, latest in cycles.items():
+            column = store.column_for(t)
+            if column < 0:
                 continue
-            if value is None or not math.isfinite(value):
-                matrix[row, column] = np.nan
-                continue
-            matrix[row, column] = value
-            if not last_time[name][row] > t:
-                last_time[name][row] = t
-                last_value[name][row] = value
-        store.dirty[column] = True
+            rows = np.fromiter(latest, dtype=np.intp, count=len(latest))
+            entries = list(latest.values())
+            started = np.fromiter((entry[0] for entry in entries), dtype=np.float64)
+            self._started[rows] = np.fmin(self._started[rows], started)
+            self._seen[rows] = np.fmax(self._seen[rows], t)
+            for name in store.signals:
+                values = np.array([entry[1].get(name) for entry in entries], dtype=np.float64)
+                usable = np.isfinite(values)
+                values[~usable] = np.nan
+                store.values[name][rows, column] = values
+                if usable.any():
+                    fresh = rows[usable]
+                    newer = ~(store.last_time[name][fresh] > t)
+                    store.last_time[name][fresh[newer]] = t
+                    store.last_value[name][fresh[newer]] = values[usable][newer]
+            store.dirty[column] = True
 
     def observe_series(
         self,
         pod: PodKey,
         started_at: float,
         signal: str,
-        points: Sequence[tuple[float, float]],
+        points: Sequence[tuple[float, float]] | FloatArray,
     ) -> None:
         """Backfill one signal of one pod from a range query, as after an operator restart.
 
-        Points land on the nearest known cycle within half their own step, or on new cycles.
+        ``points`` are (time, value) pairs or an (n, 2) array; NaN values are gaps. Points land
+        on the nearest known cycle within half their own step, or on new cycles. Backfill at
+        least the policy's ``longest_window_s`` so that growth rules can tell how long they
+        have been breached.
         """
-        if not points:
+        if len(points) == 0:
             return
+        self._flush()
         row = self._row(pod, started_at)
         store = self._store
         if signal not in store.values:
@@ -383,12 +410,14 @@ class HealthEngine:
 
     def retain(self, pods: Collection[PodKey]) -> None:
         """Forget every pod not listed (pods that went away)."""
+        self._flush()
         keep = set(pods)
         for key in [key for key in self._rows if key not in keep]:
             self._drop(key)
 
     def evaluate(self, now: float) -> dict[PodKey, Verdict]:
         """A verdict for every known pod, judged at ``now``."""
+        self._flush()
         self._expire(now)
         if not self._rows:
             return {}
@@ -454,7 +483,7 @@ class HealthEngine:
     def _ensure_rows(self, rows: int) -> None:
         if rows <= self._capacity:
             return
-        capacity = max(rows, self._capacity * 2)
+        capacity = max(rows, self._capacity + self._capacity // 4 + 16)
         self._store.ensure_rows(capacity)
         self._started = _grow(self._started, capacity, np.nan)
         self._seen = _grow(self._seen, capacity, np.nan)
@@ -466,6 +495,7 @@ class HealthEngine:
         self._capacity = capacity
 
     def _drop(self, pod: PodKey) -> None:
+        self._flush()
         row = self._rows.pop(pod)
         self._generation += 1
         if self._by_name.get(pod.name) == pod:
@@ -556,32 +586,8 @@ class HealthEngine:
         return values, usable
 
     def _judge(self, rule: Rule, cycle: _Cycle) -> _Outcome:
-        policy = self._policy
-        store = self._store
-        now, rows = cycle.now, cycle.rows
         memory = self._memory[rule.name]
-        state = np.full(rows, OK, dtype=np.int8)
-        aux = np.full(rows, np.nan)
-        fresh = (now - store.last_time[rule.signal][:rows]) <= policy.stale_after_s
-        state[~fresh] = NO_DATA
-        if rule.requires_traffic:
-            rate_time = store.last_time.get(REQUEST_RATE)
-            if rate_time is None:
-                rate_fresh = np.zeros(rows, dtype=bool)
-                rate = np.full(rows, np.nan)
-            else:
-                rate_fresh = (now - rate_time[:rows]) <= policy.stale_after_s
-                rate = store.last_value[REQUEST_RATE][:rows]
-            low = fresh & rate_fresh & (rate < policy.min_request_rate)
-            state[low] = LOW_TRAFFIC
-            aux[low] = rate[low]
-            unknown = fresh & ~rate_fresh
-            state[unknown] = NO_DATA
-            aux[unknown] = _NO_TRAFFIC_DATA
-        warming = now < cycle.warm_end
-        state[warming] = WARMING_UP
-        aux[warming] = (cycle.warm_end - now)[warming]
-        state[~cycle.in_use] = NO_DATA
+        state, aux = self._initial_state(rule, cycle)
         eligible = state == OK
         if rule.kind is RuleKind.GROWTH:
             outcome = self._growth(
@@ -591,9 +597,44 @@ class HealthEngine:
             outcome = self._sustained(
                 rule, cycle, memory=memory, state=state, aux=aux, eligible=eligible
             )
-        breached = outcome.breached
-        memory.breached[:rows] = breached
+        memory.breached[: cycle.rows] = outcome.breached
         return outcome
+
+    def _initial_state(self, rule: Rule, cycle: _Cycle) -> tuple[StateArray, FloatArray]:
+        """States every rule on this signal starts from: warming up, no data, low traffic.
+
+        The same for all rules on a signal with the same traffic gating, so built once a cycle.
+        """
+        key = (rule.signal, rule.requires_traffic)
+        cached = cycle.initial.get(key)
+        if cached is None:
+            policy, store = self._policy, self._store
+            now, rows = cycle.now, cycle.rows
+            state = np.full(rows, OK, dtype=np.int8)
+            aux = np.full(rows, np.nan)
+            fresh = (now - store.last_time[rule.signal][:rows]) <= policy.stale_after_s
+            state[~fresh] = NO_DATA
+            if rule.requires_traffic:
+                rate_time = store.last_time.get(REQUEST_RATE)
+                if rate_time is None:
+                    rate_fresh = np.zeros(rows, dtype=bool)
+                    rate = np.full(rows, np.nan)
+                else:
+                    rate_fresh = (now - rate_time[:rows]) <= policy.stale_after_s
+                    rate = store.last_value[REQUEST_RATE][:rows]
+                low = fresh & rate_fresh & (rate < policy.min_request_rate)
+                state[low] = LOW_TRAFFIC
+                aux[low] = rate[low]
+                unknown = fresh & ~rate_fresh
+                state[unknown] = NO_DATA
+                aux[unknown] = _NO_TRAFFIC_DATA
+            warming = now < cycle.warm_end
+            state[warming] = WARMING_UP
+            aux[warming] = (cycle.warm_end - now)[warming]
+            state[~cycle.in_use] = NO_DATA
+            cached = (state, aux)
+            cycle.initial[key] = cached
+        return cached[0].copy(), cached[1].copy()
 
     def _sustained(
         self,
@@ -878,7 +919,8 @@ class HealthEngine:
                 has_data=fresh_list[row],
                 reasons=tuple(reasons[row]) if row in reasons else empty,
                 evaluated_at=now,
-                _explain=partial(explanation.for_row, row),
+                _explain=explanation.for_row,
+                _row=row,
             )
             for key, row in self._rows.items()
         }

@@ -55,6 +55,7 @@ class CycleStore:
         self._newest = -1
         self._appended = 0
         self._step: float | None = None
+        self._order: IntArray | None = None
         self.set_signals(signals)
 
     # -- shape ------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ class CycleStore:
     def ensure_rows(self, rows: int) -> None:
         if rows <= self.rows:
             return
-        grown = max(rows, self.rows * 2)
+        grown = max(rows, self.rows + self.rows // 4 + 16)
         for name in self.signals:
             matrix = np.full((grown, self.capacity), np.nan, dtype=np.float32)
             matrix[: self.rows] = self.values[name]
@@ -152,6 +153,7 @@ class CycleStore:
             self.values[name][:, column] = np.nan
         self.times[column] = t
         self.dirty[column] = True
+        self._order = None
         self._newest = column
         self._next = (column + 1) % self.capacity
         self._appended += 1
@@ -160,12 +162,17 @@ class CycleStore:
         if self._appended % 32 == 0:
             self._fit_capacity()
 
+    def _sorted_columns(self) -> IntArray:
+        if self._order is None:
+            known = np.flatnonzero(~np.isnan(self.times))
+            self._order = known[np.argsort(self.times[known])]
+        return self._order
+
     def _match(self, times: FloatArray, tolerance: float) -> IntArray:
-        known = np.flatnonzero(~np.isnan(self.times))
+        order = self._sorted_columns()
         result = np.full(len(times), -1, dtype=np.intp)
-        if len(known) == 0:
+        if len(order) == 0:
             return result
-        order = known[np.argsort(self.times[known])]
         sorted_times = self.times[order]
         right = np.clip(np.searchsorted(sorted_times, times), 0, len(order) - 1)
         left = np.clip(right - 1, 0, len(order) - 1)
@@ -173,7 +180,7 @@ class CycleStore:
         nearest = np.where(pick_left, left, right)
         close = np.abs(sorted_times[nearest] - times) <= tolerance
         result[close] = order[nearest[close]]
-        full = len(known) >= self.capacity
+        full = len(order) >= self.capacity
         if full:
             too_old = (times < sorted_times[0] - tolerance) & ~close
             result[too_old] = -2
@@ -213,4 +220,5 @@ class CycleStore:
         self._newest = len(kept_times) - 1
         self._next = len(kept_times) % capacity
         self._step = None
+        self._order = None
         self.layout += 1

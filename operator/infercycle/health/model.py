@@ -90,9 +90,10 @@ class Verdict:
     has_data: bool
     reasons: tuple[Reason, ...]
     evaluated_at: float
-    _explain: Callable[[], tuple[RuleEvaluation, ...]] | None = field(
+    _explain: Callable[[int], tuple[RuleEvaluation, ...]] | None = field(
         default=None, repr=False, compare=False
     )
+    _row: int = field(default=0, repr=False, compare=False)
 
     @property
     def breached_signals(self) -> tuple[str, ...]:
@@ -101,7 +102,7 @@ class Verdict:
     @property
     def evaluations(self) -> tuple[RuleEvaluation, ...]:
         """Every rule's evaluation (built on demand: verdicts are many, explanations few)."""
-        return self._explain() if self._explain is not None else ()
+        return self._explain(self._row) if self._explain is not None else ()
 
 
 def reason_text(

@@ -12,6 +12,7 @@ from typing import Any
 
 from infercycle.api.policy import EffectivePolicy
 from infercycle.api.resources import API_VERSION, InferenceDeploymentSpec, RestartStrategy
+from infercycle.api.units import parse_duration
 
 Manifest = dict[str, Any]
 
@@ -76,6 +77,11 @@ def agent_enabled(spec: InferenceDeploymentSpec) -> bool:
     return spec.agent is None or spec.agent.enabled is not False
 
 
+def restart_grace_seconds(spec: InferenceDeploymentSpec) -> float:
+    grace = spec.agent.restart_grace_period if spec.agent else None
+    return parse_duration(grace) if grace else 30.0
+
+
 def agent_port(spec: InferenceDeploymentSpec) -> int:
     return (spec.agent.port if spec.agent else None) or DEFAULT_AGENT_PORT
 
@@ -98,7 +104,7 @@ def _agent_container(spec: InferenceDeploymentSpec, image: str, mount_path: str)
     if agent and agent.max_checkpoint_size:
         args.append(f"--max-size={agent.max_checkpoint_size}")
     if agent and agent.restart_grace_period:
-        args.append(f"--grace-period={agent.restart_grace_period}")
+        args.append(f"--grace-period={restart_grace_seconds(spec):g}")
     return {
         "name": AGENT_CONTAINER,
         "image": (agent.image if agent and agent.image else None) or image,

@@ -307,6 +307,7 @@ class PodSim:
             "uid": self.uid,
             "namespace": self.namespace,
             "pod": self.name,
+            "name": self.name,
             "node": self.node,
             "scenario": self.scenario,
             "params": self.params,

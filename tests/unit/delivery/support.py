@@ -160,7 +160,7 @@ def unknown_fields(obj: Manifest) -> list[str]:
 
     from kubernetes.client import ApiClient  # noqa: PLC0415
 
-    client = ApiClient()
+    client: Any = ApiClient()
     text = json.dumps(obj)
     try:
         model = client.deserialize(text, CLIENT_MODELS[obj["kind"]], "application/json")
@@ -171,4 +171,4 @@ def unknown_fields(obj: Manifest) -> list[str]:
         return []
     before = json.dumps(obj, indent=1, sort_keys=True).splitlines()
     after = json.dumps(back, indent=1, sort_keys=True).splitlines()
-    return [line for line in difflib.unified_diff(before, after, lineterm="", n=2)][2:]
+    return list(difflib.unified_diff(before, after, lineterm="", n=2))[2:]

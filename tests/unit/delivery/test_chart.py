@@ -27,7 +27,7 @@ from tests.unit.delivery.support import (
 
 def test_helm_lint_is_clean(helm: Path) -> None:
     for values in [None, *VALUES_FILES]:
-        extra = ["--values", values] if values else []
+        extra: list[str | Path] = ["--values", values] if values else []
         result = run(helm, "lint", "--strict", CHART, "--kube-version", KUBE_VERSION, *extra)
         assert "0 chart(s) failed" in result.stdout
 
@@ -133,7 +133,7 @@ def test_credentials_that_cannot_work_are_refused(
 def _operator(objects: list[Manifest]) -> dict[str, Any]:
     deployment = one(objects, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
+    return dict(container)
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +314,7 @@ def test_notes_render(helm: Path, tmp_path: Path) -> None:
             VALUES / "basic-auth.yaml",
             "--show-only",
             "templates/zz-notes.yaml",
-        ).stdout  # fmt: skip
+        ).stdout
     )["notes"]
     assert "DRY RUN" in basic
 
@@ -328,3 +328,33 @@ def test_chart_and_app_versions_match_the_package() -> None:
     manifests_image = yaml.safe_load((REPO / "manifests" / "deployment.yaml").read_text())
     (container,) = manifests_image["spec"]["template"]["spec"]["containers"]
     assert container["image"].endswith(f":{version}")
+
+
+def test_metrics_peers_restrict_the_metrics_port_only(helm: Path) -> None:
+    objects = documents(helm_template(helm, VALUES / "basic-auth.yaml").stdout)
+    metrics, health = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert health == {"ports": [{"port": 8081, "protocol": "TCP"}]}, "kubelet probes stay open"
+    egress = one(objects, "NetworkPolicy")["spec"]["egress"][0]
+    assert egress["to"] == [
+        {"ipBlock": {"cidr": "10.96.0.1/32"}},
+        {"ipBlock": {"cidr": "172.18.0.2/32"}},
+    ]
+
+
+def test_rbac_and_service_account_can_be_brought_by_the_user(helm: Path) -> None:
+    objects = documents(
+        helm_template(
+            helm,
+            sets=("rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops"),
+        ).stdout
+    )
+    assert not by_kind(objects, "ClusterRole")
+    assert not by_kind(objects, "ClusterRoleBinding")
+    assert not by_kind(objects, "ServiceAccount")
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    refused = helm_template(helm, check=False, sets=("serviceAccount.create=false",))
+    assert "serviceAccount.name is required when serviceAccount.create is false" in refused.stderr

