@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: all venv lint typecheck crds crds-check test unit integration e2e demo cluster-up cluster-down bench clean
+.PHONY: all venv lint typecheck crds crds-check test unit integration e2e demo cluster-up cluster-down bench clean manifests docs delivery-check kind-e2e
 
 all: test
 
@@ -22,21 +22,38 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# After the models change: regenerate the CRDs, then every copy and the configuration docs.
 crds: venv
 	$(BIN)/infercycle crds crds
+	hack/sync-manifests
+	$(PY) hack/gen-config-docs
+
+manifests:
+	hack/sync-manifests
+
+docs: venv
+	$(PY) hack/gen-config-docs
+
+# yamllint, hadolint, shellcheck, promtool, helm lint, checkov on the rendered install.
+delivery-check: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" hack/check-delivery
+
+# Build the image, start kind, load the image, install the chart, run the e2e suite (needs Docker).
+kind-e2e: venv
+	hack/kind-e2e
 
 crds-check: venv
 	$(BIN)/infercycle crds crds --check
 
 unit: venv
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit -m "not integration and not e2e"
 
 integration: venv
 	$(BIN)/pytest tests/integration tests/e2e
 
 # The README's test command: static checks, then every test against the real local cluster.
-test: lint crds-check
-	$(BIN)/pytest tests
+test: lint crds-check delivery-check
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests
 
 demo: venv
 	$(PY) hack/demo.py

@@ -12,11 +12,15 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     window (at least 80 % of the expected cycles and 3 samples); a gap means not sustained.
     ``observed`` is the least extreme sample (the level held throughout).
 ``growth``
-    Theil-Sen slope over per-bucket medians of the window (12 buckets), per hour. The slope
-    that counts is the smallest of the fits over the whole window and over each half: a steady
-    leak shows in all three, a one-off step or a self-healing bump in one half only. With
-    ``limit`` and ``timeToLimit`` the rule also breaches when the fitted line reaches the limit
-    in time. The condition must hold continuously for ``sustain`` (the breach start is kept).
+    Theil-Sen over the medians of 12 buckets of the window, per hour. The slope that counts is
+    the one the data supports throughout: the lower quartile of the pairwise bucket slopes,
+    over the whole window and over each half alone, whichever is smallest. A steady leak shows
+    in all three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a
+    GC sawtooth leave a quarter of the pairs flat or falling. With ``limit`` and
+    ``timeToLimit`` the rule also breaches when the fitted line reaches the limit in time. The
+    condition must hold continuously for ``sustain`` (the breach start is kept, and restored
+    from the history after a backfill). The fit is refreshed each time the window has moved on
+    by one bucket (5 minutes for a 1 h window); in between it barely moves.
 ``baseline``
     Ratio of every sample in the window to the pod's own reference: the median over
     ``baselineWindow`` starting at the pod's first usable sample after warm-up, taken once and
@@ -171,12 +175,22 @@ class _Outcome:
     level: FloatArray
     aux: FloatArray
     holding: BoolArray
+    breached: BoolArray
     by_time_to_limit: BoolArray | None = None
     needed: FloatArray | None = None
-    breached: BoolArray = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.breached = np.asarray(self.state == BREACH)
+
+@dataclass
+class _Prepared:
+    """A sustained rule's series and starting states, ready to be judged in a batch."""
+
+    rule: Rule
+    values: AnyFloatArray
+    usable: BoolArray
+    state: StateArray
+    aux: FloatArray
+    before: BoolArray
+    """Whether the rule was breached at the previous evaluation (hysteresis)."""
 
 
 @dataclass(frozen=True)
@@ -222,10 +236,9 @@ class _Cycle:
 class _Explanation:
     """Per-rule evaluations of one cycle, turned into objects only when someone asks."""
 
-    def __init__(self, rules: Sequence[Rule], outcomes: Sequence[_Outcome], now: float) -> None:
+    def __init__(self, rules: Sequence[Rule], outcomes: Sequence[_Outcome]) -> None:
         self._rules = rules
         self._outcomes = outcomes
-        self._now = now
 
     def for_row(self, row: int) -> tuple[RuleEvaluation, ...]:
         result = []
@@ -312,6 +325,7 @@ class HealthEngine:
             memory[rule.name] = fresh
         self._memory = memory
         self._fleet.clear()
+        self._generation += 1
 
     def observe(
         self, t: float, pod: PodKey, started_at: float, signals: Mapping[str, float | None]
@@ -350,10 +364,15 @@ class HealthEngine:
             started = np.fromiter((entry[0] for entry in entries), dtype=np.float64)
             self._started[rows] = np.fmin(self._started[rows], started)
             self._seen[rows] = np.fmax(self._seen[rows], t)
-            for name in store.signals:
-                values = np.array([entry[1].get(name) for entry in entries], dtype=np.float64)
-                usable = np.isfinite(values)
-                values[~usable] = np.nan
+            names = store.signals
+            table = np.array(
+                [[signals.get(name) for name in names] for _, signals in entries],
+                dtype=np.float64,
+            ).reshape(len(entries), len(names))
+            finite = np.isfinite(table)
+            table[~finite] = np.nan
+            for index, name in enumerate(names):
+                values, usable = table[:, index], finite[:, index]
                 store.values[name][rows, column] = values
                 if usable.any():
                     fresh = rows[usable]
@@ -432,7 +451,7 @@ class HealthEngine:
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             self._refresh_fleet(cycle)
-            outcomes = [self._judge(rule, cycle) for rule in policy.rules]
+            outcomes = self._judge_all(cycle)
         breached_signals: dict[str, BoolArray] = {}
         sufficient = np.zeros(rows, dtype=bool)
         for rule, outcome in zip(policy.rules, outcomes, strict=True):
@@ -585,20 +604,25 @@ class HealthEngine:
             usable &= window.traffic
         return values, usable
 
-    def _judge(self, rule: Rule, cycle: _Cycle) -> _Outcome:
-        memory = self._memory[rule.name]
-        state, aux = self._initial_state(rule, cycle)
-        eligible = state == OK
-        if rule.kind is RuleKind.GROWTH:
-            outcome = self._growth(
-                rule, cycle, memory=memory, state=state, aux=aux, eligible=eligible
-            )
-        else:
-            outcome = self._sustained(
-                rule, cycle, memory=memory, state=state, aux=aux, eligible=eligible
-            )
-        memory.breached[: cycle.rows] = outcome.breached
-        return outcome
+    def _judge_all(self, cycle: _Cycle) -> list[_Outcome]:
+        """Every rule's outcome, in policy order; sustained rules are judged in one batch."""
+        rules = self._policy.rules
+        outcomes: dict[str, _Outcome] = {}
+        sustained = [
+            self._prepare(rule, cycle) for rule in rules if rule.kind is not RuleKind.GROWTH
+        ]
+        if sustained:
+            for prepared, outcome in zip(sustained, self._sustained(sustained, cycle), strict=True):
+                outcomes[prepared.rule.name] = outcome
+        for rule in rules:
+            if rule.kind is RuleKind.GROWTH:
+                state, aux = self._initial_state(rule, cycle)
+                outcomes[rule.name] = self._growth(
+                    rule, cycle, memory=self._memory[rule.name], state=state, aux=aux
+                )
+        for rule in rules:
+            self._memory[rule.name].breached[: cycle.rows] = outcomes[rule.name].breached
+        return [outcomes[rule.name] for rule in rules]
 
     def _initial_state(self, rule: Rule, cycle: _Cycle) -> tuple[StateArray, FloatArray]:
         """States every rule on this signal starts from: warming up, no data, low traffic.
@@ -636,33 +660,27 @@ class HealthEngine:
             cycle.initial[key] = cached
         return cached[0].copy(), cached[1].copy()
 
-    def _sustained(
-        self,
-        rule: Rule,
-        cycle: _Cycle,
-        *,
-        memory: _RuleMemory,
-        state: StateArray,
-        aux: FloatArray,
-        eligible: BoolArray,
-    ) -> _Outcome:
+    def _prepare(self, rule: Rule, cycle: _Cycle) -> _Prepared:
+        """A sustained rule's series over its window: the signal itself (above/below), or its
+        ratio to the pod's baseline or to the fleet median, with the samples that count."""
         rows = cycle.rows
+        memory = self._memory[rule.name]
+        state, aux = self._initial_state(rule, cycle)
         window = self._window(cycle, rule.window_s)
         columns = window.columns
         values, usable = self._samples(rule, cycle, window)
         if rule.kind is RuleKind.BASELINE:
             baseline = memory.baseline[:rows]
             values = values / baseline[:, None]
-            missing = eligible & np.isnan(baseline)
+            missing = (state == OK) & np.isnan(baseline)
             state[missing] = NO_DATA
             aux[missing] = _NO_BASELINE
             usable &= ~np.isnan(values)
             reference_rate = memory.baseline_rate[:rows]
             if REQUEST_RATE in self._store.values and np.isfinite(reference_rate).any():
-                rates = self._store.values[REQUEST_RATE][:rows, columns].astype(np.float64)
-                rate_now = nanmedian_last(np.where(usable, rates, np.nan))
-                ratio = rate_now / reference_rate
-                surge = eligible & ~missing & (ratio > COMPARABLE_LOAD_RATIO)
+                rates = self._store.values[REQUEST_RATE][:rows, columns]
+                ratio = nanmedian_last(np.where(usable, rates, np.nan)) / reference_rate
+                surge = (state == OK) & (ratio > COMPARABLE_LOAD_RATIO)
                 state[surge] = NOT_COMPARABLE
                 aux[surge] = ratio[surge]
         elif rule.kind is RuleKind.OUTLIER:
@@ -676,33 +694,58 @@ class HealthEngine:
                 thin = state == OK
                 state[thin] = INSUFFICIENT_FLEET
                 aux[thin] = float(size)
+        return _Prepared(rule, values, usable, state, aux, memory.breached[:rows])
+
+    def _sustained(self, batch: Sequence[_Prepared], cycle: _Cycle) -> list[_Outcome]:
+        """Judge sustained rules together: their windows are stacked (padded to the longest)
+        so that the whole batch costs a fixed number of array operations.
+
+        Below-rules are negated so that every rule breaches upward here.
+        """
+        rows = cycle.rows
+        count = len(batch)
+        width = max(prepared.values.shape[1] for prepared in batch)
+        values = np.full((count, rows, width), np.nan)
+        usable = np.zeros((count, rows, width), dtype=bool)
+        sign = np.array([1.0 if p.rule.breaches_upward else -1.0 for p in batch])
+        for index, prepared in enumerate(batch):
+            span = prepared.values.shape[1]
+            values[index, :, :span] = prepared.values
+            usable[index, :, :span] = prepared.usable
+        values *= sign[:, None, None]
+        threshold = sign * np.array([p.rule.threshold for p in batch])
+        clear = sign * np.array([p.rule.clear for p in batch])
+        expected = np.array([max(p.rule.window_s / cycle.step, 1.0) for p in batch])
+        needed = np.maximum(MIN_SAMPLES, np.ceil(MIN_COVERAGE * expected))
+        state = np.stack([prepared.state for prepared in batch])
+        aux = np.stack([prepared.aux for prepared in batch])
+        before = np.stack([prepared.before for prepared in batch])
         eligible = state == OK
-        counts = np.count_nonzero(usable, axis=1)
-        needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * rule.window_s / cycle.step))
-        covered = counts >= needed
-        upward = rule.breaches_upward
-        if upward:
-            extreme = np.where(usable, values, np.inf).min(axis=1, initial=np.inf)
-            enter = covered & (extreme > rule.threshold)
-        else:
-            extreme = np.where(usable, values, -np.inf).max(axis=1, initial=-np.inf)
-            enter = covered & (extreme < rule.threshold)
+        counts = np.count_nonzero(usable, axis=2)
+        covered = counts >= needed[:, None]
+        extreme = np.where(usable, values, np.inf).min(axis=2, initial=np.inf)
+        enter = covered & (extreme > threshold[:, None])
         observed = np.where(counts > 0, extreme, np.nan)
-        holding = memory.breached[:rows] & eligible & (counts > 0) & ~enter
-        hold = np.zeros(rows, dtype=bool)
+        holding = before & eligible & (counts > 0) & ~enter
+        hold = np.zeros_like(holding)
         if holding.any():
-            which = np.flatnonzero(holding)
+            which = np.nonzero(holding)
             median = nanmedian_last(np.where(usable[which], values[which], np.nan))
-            hold[which] = median > rule.clear if upward else median < rule.clear
+            hold[which] = median > clear[which[0]]
             observed[which] = median
         breached = eligible & (enter | hold)
         state[breached] = BREACH
         thin = eligible & ~breached & ~covered
         state[thin] = NO_DATA
-        aux[thin] = counts[thin] / max(rule.window_s / cycle.step, 1.0)
-        holding = memory.breached[:rows] & breached
-        level = np.where(holding, rule.clear, rule.threshold)
-        return _Outcome(state, observed, level, aux, holding=holding & ~enter)
+        aux[thin] = (counts / expected[:, None])[thin]
+        held = before & breached
+        level = np.where(held, clear[:, None], threshold[:, None]) * sign[:, None]
+        observed *= sign[:, None]
+        holding = held & ~enter
+        return [
+            _Outcome(state[i], observed[i], level[i], aux[i], holding[i], breached[i])
+            for i in range(count)
+        ]
 
     def _trend(
         self, rule: Rule, cycle: _Cycle, at: float | None = None
@@ -742,9 +785,9 @@ class HealthEngine:
         memory: _RuleMemory,
         state: StateArray,
         aux: FloatArray,
-        eligible: BoolArray,
     ) -> _Outcome:
         rows, now = cycle.rows, cycle.now
+        eligible = state == OK
         fit = self._fit(rule, cycle, memory)
         slope, condition, by_limit, enough = fit.slope, fit.condition, fit.by_limit, fit.enough
         since = memory.since[:rows]
@@ -766,6 +809,7 @@ class HealthEngine:
             np.where(holding, rule.clear, rule.threshold),
             aux,
             holding=holding & ~condition,
+            breached=breached,
             by_time_to_limit=by_limit,
             needed=fit.needed,
         )
@@ -827,8 +871,8 @@ class HealthEngine:
         pending = cycle.in_use & np.isnan(memory.baseline[:rows]) & (now >= cycle.warm_end)
         if not pending.any():
             return
-        window = self._window(cycle, math.inf)
-        columns, times = window.columns, window.times
+        columns = self._store.window(-math.inf, now)
+        times = self._store.times[columns]
         start = memory.baseline_start[:rows]
         seek = np.flatnonzero(pending & np.isnan(start))
         if len(seek):
@@ -909,7 +953,7 @@ class HealthEngine:
         warming = (now < cycle.warm_end).tolist()
         fresh_list = fresh.tolist()
         degraded_list = degraded.tolist()
-        explanation = _Explanation(rules, outcomes, now)
+        explanation = _Explanation(rules, outcomes)
         empty: tuple[Reason, ...] = ()
         return {
             key: Verdict(

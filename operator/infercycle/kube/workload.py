@@ -23,6 +23,7 @@ SESSION_VOLUME = "sessions"
 DEFAULT_MOUNT_PATH = "/var/lib/infercycle/sessions"
 DEFAULT_AGENT_PORT = 8089
 AGENT_CONTAINER = "infercycle-agent"
+AGENT_UID = 65532
 TOKEN_KEY = "token"  # noqa: S105 - the Secret key name, not a secret
 
 
@@ -166,6 +167,8 @@ def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> 
             }
         )
         volumes.append({"name": "agent-tmp", "emptyDir": {"sizeLimit": "64Mi"}})
+        # The token is mounted root-owned with mode 0440: the agent reads it through its group.
+        pod_spec.setdefault("securityContext", {}).setdefault("fsGroup", AGENT_UID)
         if (
             RestartStrategy(spec.restart_strategy or RestartStrategy.IN_PLACE)
             is RestartStrategy.IN_PLACE

@@ -1,0 +1,77 @@
+"""InferenceDeployments for the demo and the end-to-end tests: policies on a compressed clock
+(seconds instead of hours) over pods of the fleet simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infercycle.api.defaults import DEFAULT_RULES
+from infercycle.api.policy import RuleKind
+
+SIM_AGE_OFFSET = "600"  # simulated pods start ten minutes old: past their model-loading ramp
+
+
+def fast_health() -> dict[str, Any]:
+    """Every built-in rule, with windows short enough for a test and leak levels set for the
+    simulator's compressed clock (a healthy pod's settling growth stays far below them)."""
+    rules = []
+    for rule in DEFAULT_RULES:
+        override: dict[str, Any] = {"name": rule.name, "window": "20s"}
+        if rule.kind == RuleKind.GROWTH:
+            override.update(threshold="50Gi", clear="10Gi", sustain="6s")
+            if rule.limit is not None:
+                override.update(limit="100Ti", timeToLimit="1m")
+        if rule.kind == RuleKind.BASELINE:
+            override["baselineWindow"] = "10s"
+        rules.append(override)
+    return {"warmup": "10s", "staleAfter": "20s", "rules": rules}
+
+
+def deployment_manifest(
+    name: str,
+    namespace: str,
+    *,
+    replicas: int = 8,
+    scenario: str = "healthy",
+    extra_spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "restartStrategy": "Recreate",
+        "agent": {"enabled": False},
+        "health": fast_health(),
+        "disruption": {
+            "maxUnavailable": 1,
+            "minAvailable": replicas - 2,
+            "cooldown": "10m",
+            "maxRecyclesPerHour": 10,
+            "maxDegradedPercent": 50,
+            "flapWindow": "1m",
+        },
+        "recycle": {"drainTimeout": "6s", "readyTimeout": "60s", "verifyWindow": "6s"},
+        "template": {
+            "metadata": {
+                "annotations": {
+                    "sim.infercycle.io/scenario": scenario,
+                    "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
+                }
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": "registry.invalid/inference-server:1",
+                        "ports": [{"name": "http", "containerPort": 8000}],
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    }
+                ]
+            },
+        },
+    }
+    spec.update(extra_spec or {})
+    return {
+        "apiVersion": "infercycle.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
