@@ -1,9 +1,11 @@
 """The built-in policy: defaults that protect a vLLM fleet out of the box.
 
-Leaks are what a restart cures, so a sustained, robust upward trend in host or GPU memory is
-enough on its own. Latency, errors, CPU and cache pressure are noisier and shared with causes a
-restart does not fix (traffic surges, a bad upstream), so they count only when they agree: two
-distinct signals at once, each judged against the pod's own past or the fleet at the same time.
+Leaks are what a restart cures, so a sustained, robust upward trend in host memory (256 MiB/h)
+or GPU memory (512 MiB/h) is enough on its own. A slower GPU memory creep (64 MiB/h: the pool is
+preallocated, so any steady growth is a leak), latency, errors, CPU and cache pressure are
+noisier or shared with causes a restart does not fix (traffic surges, a bad upstream), so they
+count only when they agree: two distinct signals at once, each judged against the pod's own
+past, the fleet at the same time, or (errors) a fixed ceiling.
 """
 
 from __future__ import annotations

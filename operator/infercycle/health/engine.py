@@ -25,7 +25,7 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     Ratio of every sample in the window to the pod's own reference: the median over
     ``baselineWindow`` starting at the pod's first usable sample after warm-up, taken once and
     only while the pod is not degraded. The pod's request rate over that period is kept too:
-    while the window's median request rate is above 1.5x it, load is not comparable and the
+    while the window's mean request rate is above 1.5x it, load is not comparable and the
     rule does not count, so a traffic surge is never taken for a creep.
 ``outlier``
     Ratio of every sample in the window to the fleet median of the same cycle (pods past their
@@ -159,11 +159,15 @@ class _RuleMemory:
 
 @dataclass
 class _FleetColumns:
-    """Fleet median and size per cycle column for one (signal, traffic-gated) pair."""
+    """Fleet median and size per cycle column, one row per (signal, traffic-gated) pair."""
 
+    keys: tuple[tuple[str, bool], ...]
     layout: int
     median: FloatArray
     count: IntArray
+
+    def row(self, signal: str, gated: bool) -> int:
+        return self.keys.index((signal, gated))
 
 
 @dataclass
@@ -218,6 +222,10 @@ class _Window:
     """(rows, columns): the sample was taken after the pod's warm-up."""
     traffic: BoolArray | None = None
     """(rows, columns): the pod served at least the minimum request rate then."""
+    values: npt.NDArray[np.float32] | None = None
+    """(signals, rows, columns): every signal over the window."""
+    present: BoolArray | None = None
+    """(signals, rows, columns): a sample with data, taken after the pod's warm-up."""
 
 
 @dataclass
@@ -229,18 +237,27 @@ class _Cycle:
     step: float
     in_use: BoolArray
     warm_end: FloatArray
+    fresh: BoolArray
+    """(signals, rows): the newest sample with data is recent enough to count."""
     windows: dict[tuple[float, float], _Window] = field(default_factory=dict)
     initial: dict[tuple[str, bool], tuple[StateArray, FloatArray]] = field(default_factory=dict)
 
 
 class _Explanation:
-    """Per-rule evaluations of one cycle, turned into objects only when someone asks."""
+    """Per-rule evaluations of the latest cycle, turned into objects only when someone asks."""
 
-    def __init__(self, rules: Sequence[Rule], outcomes: Sequence[_Outcome]) -> None:
-        self._rules = rules
-        self._outcomes = outcomes
+    def __init__(self, rows: Mapping[PodKey, int]) -> None:
+        self._rows = rows
+        self._rules: Sequence[Rule] = ()
+        self._outcomes: Sequence[_Outcome] = ()
 
-    def for_row(self, row: int) -> tuple[RuleEvaluation, ...]:
+    def update(self, rules: Sequence[Rule], outcomes: Sequence[_Outcome]) -> None:
+        self._rules, self._outcomes = rules, outcomes
+
+    def for_pod(self, pod: PodKey) -> tuple[RuleEvaluation, ...]:
+        row = self._rows.get(pod)
+        if row is None or not self._outcomes or row >= len(self._outcomes[0].state):
+            return ()
         result = []
         for rule, outcome in zip(self._rules, self._outcomes, strict=True):
             state = _STATES[int(outcome.state[row])]
@@ -290,7 +307,9 @@ class HealthEngine:
         self._backfilled: BoolArray = np.zeros(self._capacity, dtype=bool)
         self._degraded: BoolArray = np.zeros(self._capacity, dtype=bool)
         self._memory = {rule.name: _RuleMemory(rule, self._capacity) for rule in policy.rules}
-        self._fleet: dict[tuple[str, bool], _FleetColumns] = {}
+        self._fleet: _FleetColumns | None = None
+        self._explanation = _Explanation(self._rows)
+        self._verdicts_now: dict[PodKey, Verdict] = {}
         self._pending: list[tuple[int, float, float, Mapping[str, float | None]]] = []
         self._generation = 0
         """Bumped when pods come or go, so that cached per-row results are recomputed."""
@@ -324,7 +343,7 @@ class HealthEngine:
                 fresh.adopt(previous)
             memory[rule.name] = fresh
         self._memory = memory
-        self._fleet.clear()
+        self._fleet = None
         self._generation += 1
 
     def observe(
@@ -369,17 +388,8 @@ class HealthEngine:
                 [[signals.get(name) for name in names] for _, signals in entries],
                 dtype=np.float64,
             ).reshape(len(entries), len(names))
-            finite = np.isfinite(table)
-            table[~finite] = np.nan
-            for index, name in enumerate(names):
-                values, usable = table[:, index], finite[:, index]
-                store.values[name][rows, column] = values
-                if usable.any():
-                    fresh = rows[usable]
-                    newer = ~(store.last_time[name][fresh] > t)
-                    store.last_time[name][fresh[newer]] = t
-                    store.last_value[name][fresh[newer]] = values[usable][newer]
-            store.dirty[column] = True
+            table[~np.isfinite(table)] = np.nan
+            store.write_cycle(column, rows, t, table)
 
     def observe_series(
         self,
@@ -448,6 +458,7 @@ class HealthEngine:
             step=self._store.step(),
             in_use=self._in_use[:rows],
             warm_end=self._started[:rows] + policy.warmup_s,
+            fresh=(now - self._store.newest_times[:, :rows]) <= policy.stale_after_s,
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             self._refresh_fleet(cycle)
@@ -527,6 +538,8 @@ class HealthEngine:
 
     def _expire(self, now: float) -> None:
         horizon = self._policy.longest_window_s
+        if not (now - self._seen[: self._allocated] > horizon).any():
+            return
         stale = [key for key, row in self._rows.items() if now - self._seen[row] > horizon]
         for key in stale:
             self._drop(key)
@@ -534,43 +547,47 @@ class HealthEngine:
     # -- fleet -------------------------------------------------------------------------------
 
     def _refresh_fleet(self, cycle: _Cycle) -> None:
+        """Fleet medians of the cycles written since the last evaluation, for every
+        (signal, traffic-gated) pair an outlier rule reads, in one batch."""
         store = self._store
-        wanted = {
-            (rule.signal, rule.requires_traffic)
-            for rule in self._policy.rules
-            if rule.kind is RuleKind.OUTLIER
-        }
-        self._fleet = {key: value for key, value in self._fleet.items() if key in wanted}
-        dirty = np.flatnonzero(store.dirty)
-        every = np.flatnonzero(~np.isnan(store.times))
-        members: dict[tuple[bool, bool], BoolArray] = {}
-        for key in sorted(wanted):
-            signal, gated = key
-            fleet = self._fleet.get(key)
-            stale = fleet is None or fleet.layout != store.layout
-            if fleet is None or stale:
-                fleet = _FleetColumns(
-                    store.layout,
-                    np.full(store.capacity, np.nan),
-                    np.zeros(store.capacity, dtype=np.intp),
-                )
-                self._fleet[key] = fleet
-            columns = every if stale else dirty
-            if not len(columns):
-                continue
-            member = members.get((gated, stale))
-            if member is None:
-                times = store.times[columns]
-                member = cycle.in_use[:, None] & (times[None, :] >= cycle.warm_end[:, None])
-                if gated:
-                    member &= self._traffic(columns, cycle.rows)
-                members[(gated, stale)] = member
-            values = np.where(member, store.values[signal][: cycle.rows, columns], np.nan)
-            counts = np.count_nonzero(~np.isnan(values), axis=0)
-            median = nanmedian_last(values.T, counts)
-            fleet.median[columns] = np.where(median > 0, median, np.nan)
-            fleet.count[columns] = counts
+        keys = tuple(
+            sorted(
+                {
+                    (rule.signal, rule.requires_traffic)
+                    for rule in self._policy.rules
+                    if rule.kind is RuleKind.OUTLIER
+                }
+            )
+        )
+        fleet = self._fleet
+        if fleet is None or fleet.keys != keys or fleet.layout != store.layout:
+            fleet = _FleetColumns(
+                keys,
+                store.layout,
+                np.full((len(keys), store.capacity), np.nan),
+                np.zeros((len(keys), store.capacity), dtype=np.intp),
+            )
+            self._fleet = fleet
+            columns = np.flatnonzero(~np.isnan(store.times))
+        else:
+            columns = np.flatnonzero(store.dirty)
         store.dirty[:] = False
+        if not keys or not len(columns):
+            return
+        rows = cycle.rows
+        signals = np.array([store.index[signal] for signal, _ in keys])
+        values = store.data[np.ix_(signals, np.arange(rows), columns)]
+        times = store.times[columns]
+        member = cycle.in_use[:, None] & (times[None, :] >= cycle.warm_end[:, None])
+        gated = np.array([gated for _, gated in keys])
+        if gated.any():
+            traffic = self._traffic(columns, rows)
+            member = member[None, :, :] & (~gated[:, None, None] | traffic[None, :, :])
+        values = np.where(member, values, np.nan).transpose(0, 2, 1)
+        counts = np.count_nonzero(~np.isnan(values), axis=2)
+        median = nanmedian_last(values, counts)
+        fleet.median[:, columns] = np.where(median > 0, median, np.nan)
+        fleet.count[:, columns] = counts
 
     def _traffic(self, columns: IntArray, rows: int) -> BoolArray:
         rates = self._store.values.get(REQUEST_RATE)
@@ -596,13 +613,17 @@ class HealthEngine:
         self, rule: Rule, cycle: _Cycle, window: _Window
     ) -> tuple[AnyFloatArray, BoolArray]:
         """The rule's signal over the window, and which samples may be judged."""
-        values = self._store.values[rule.signal][: cycle.rows, window.columns]
-        usable = ~np.isnan(values) & window.settled
-        if rule.requires_traffic:
-            if window.traffic is None:
-                window.traffic = self._traffic(window.columns, cycle.rows)
-            usable &= window.traffic
-        return values, usable
+        if window.values is None:
+            window.values = self._store.data[:, : cycle.rows, window.columns]
+            window.present = ~np.isnan(window.values) & window.settled[None, :, :]
+        assert window.present is not None
+        index = self._store.index[rule.signal]
+        values = window.values[index]
+        if not rule.requires_traffic:
+            return values, window.present[index].copy()
+        if window.traffic is None:
+            window.traffic = self._traffic(window.columns, cycle.rows)
+        return values, window.present[index] & window.traffic
 
     def _judge_all(self, cycle: _Cycle) -> list[_Outcome]:
         """Every rule's outcome, in policy order; sustained rules are judged in one batch."""
@@ -636,15 +657,14 @@ class HealthEngine:
             now, rows = cycle.now, cycle.rows
             state = np.full(rows, OK, dtype=np.int8)
             aux = np.full(rows, np.nan)
-            fresh = (now - store.last_time[rule.signal][:rows]) <= policy.stale_after_s
+            fresh = cycle.fresh[store.index[rule.signal]]
             state[~fresh] = NO_DATA
             if rule.requires_traffic:
-                rate_time = store.last_time.get(REQUEST_RATE)
-                if rate_time is None:
+                if REQUEST_RATE not in store.index:
                     rate_fresh = np.zeros(rows, dtype=bool)
                     rate = np.full(rows, np.nan)
                 else:
-                    rate_fresh = (now - rate_time[:rows]) <= policy.stale_after_s
+                    rate_fresh = cycle.fresh[store.index[REQUEST_RATE]]
                     rate = store.last_value[REQUEST_RATE][:rows]
                 low = fresh & rate_fresh & (rate < policy.min_request_rate)
                 state[low] = LOW_TRAFFIC
@@ -678,18 +698,21 @@ class HealthEngine:
             usable &= ~np.isnan(values)
             reference_rate = memory.baseline_rate[:rows]
             if REQUEST_RATE in self._store.values and np.isfinite(reference_rate).any():
-                rates = self._store.values[REQUEST_RATE][:rows, columns]
-                ratio = nanmedian_last(np.where(usable, rates, np.nan)) / reference_rate
+                rates = np.where(usable, self._store.values[REQUEST_RATE][:rows, columns], 0.0)
+                ratio = rates.sum(axis=1) / np.count_nonzero(usable, axis=1) / reference_rate
                 surge = (state == OK) & (ratio > COMPARABLE_LOAD_RATIO)
                 state[surge] = NOT_COMPARABLE
                 aux[surge] = ratio[surge]
         elif rule.kind is RuleKind.OUTLIER:
-            fleet = self._fleet[(rule.signal, rule.requires_traffic)]
-            enough = fleet.count[columns] >= rule.min_fleet
-            values = values / fleet.median[columns][None, :]
+            fleet = self._fleet
+            assert fleet is not None
+            index = fleet.row(rule.signal, rule.requires_traffic)
+            count, median = fleet.count[index], fleet.median[index]
+            enough = count[columns] >= rule.min_fleet
+            values = values / median[columns][None, :]
             usable &= enough[None, :] & ~np.isnan(values)
             newest = self._store.newest_column
-            size = int(fleet.count[newest]) if newest >= 0 else 0
+            size = int(count[newest]) if newest >= 0 else 0
             if size < rule.min_fleet:
                 thin = state == OK
                 state[thin] = INSUFFICIENT_FLEET
@@ -927,44 +950,47 @@ class HealthEngine:
     ) -> dict[PodKey, Verdict]:
         policy = self._policy
         rules = policy.rules
-        now, rows = cycle.now, cycle.rows
+        now = cycle.now
         reasons: dict[int, list[Reason]] = {}
-        for rule, outcome in zip(rules, outcomes, strict=True):
-            for row in np.flatnonzero(outcome.breached).tolist():
-                observed = float(outcome.observed[row])
-                threshold = rule.threshold
-                by_limit = outcome.by_time_to_limit is not None and bool(
-                    outcome.by_time_to_limit[row]
-                )
-                if by_limit and outcome.needed is not None:
-                    threshold = float(outcome.needed[row])
-                holding = bool(outcome.holding[row])
-                text = reason_text(
-                    rule, observed, threshold, by_time_to_limit=by_limit, holding=holding
-                )
-                reasons.setdefault(row, []).append(
-                    Reason(
-                        rule.name, rule.signal, rule.kind, observed, threshold, rule.window_s, text
-                    )
-                )
-        fresh = np.zeros(rows, dtype=bool)
-        for name in self._store.signals:
-            fresh |= (now - self._store.last_time[name][:rows]) <= policy.stale_after_s
-        warming = (now < cycle.warm_end).tolist()
-        fresh_list = fresh.tolist()
-        degraded_list = degraded.tolist()
-        explanation = _Explanation(rules, outcomes)
-        empty: tuple[Reason, ...] = ()
-        return {
-            key: Verdict(
-                pod=key,
-                degraded=degraded_list[row],
-                warming_up=warming[row],
-                has_data=fresh_list[row],
-                reasons=tuple(reasons[row]) if row in reasons else empty,
-                evaluated_at=now,
-                _explain=explanation.for_row,
-                _row=row,
+        breached = [outcome.breached for outcome in outcomes] or [np.zeros(cycle.rows, bool)]
+        hits = np.nonzero(np.stack(breached))
+        for index, row in zip(hits[0].tolist(), hits[1].tolist(), strict=True):
+            rule, outcome = rules[index], outcomes[index]
+            observed = float(outcome.observed[row])
+            threshold = rule.threshold
+            by_limit = outcome.by_time_to_limit is not None and bool(outcome.by_time_to_limit[row])
+            if by_limit and outcome.needed is not None:
+                threshold = float(outcome.needed[row])
+            holding = bool(outcome.holding[row])
+            text = reason_text(
+                rule, observed, threshold, by_time_to_limit=by_limit, holding=holding
             )
-            for key, row in self._rows.items()
-        }
+            reasons.setdefault(row, []).append(
+                Reason(rule.name, rule.signal, rule.kind, observed, threshold, rule.window_s, text)
+            )
+        warming = (now < cycle.warm_end).tolist()
+        fresh_list = np.asarray(cycle.fresh.any(axis=0), dtype=bool).tolist()
+        degraded_list = degraded.tolist()
+        self._explanation.update(rules, outcomes)
+        explain = self._explanation.for_pod
+        previous = self._verdicts_now
+        verdicts: dict[PodKey, Verdict] = {}
+        for key, row in self._rows.items():
+            is_degraded, warming_up, has_data = degraded_list[row], warming[row], fresh_list[row]
+            if row in reasons:
+                verdicts[key] = Verdict(
+                    key, is_degraded, warming_up, has_data, tuple(reasons[row]), explain
+                )
+                continue
+            same = previous.get(key)
+            if (
+                same is None
+                or same.reasons
+                or same.degraded != is_degraded
+                or same.warming_up != warming_up
+                or same.has_data != has_data
+            ):
+                same = Verdict(key, is_degraded, warming_up, has_data, (), explain)
+            verdicts[key] = same
+        self._verdicts_now = verdicts
+        return dict(verdicts)

@@ -38,13 +38,25 @@ def columns_needed(history_s: float, step_s: float) -> int:
 
 
 class CycleStore:
-    """Samples per (pod row, cycle column) for a fixed set of signals."""
+    """Samples per (signal, pod row, cycle column) for a fixed set of signals.
+
+    ``data`` holds every signal in one (signals, rows, columns) float32 array so that a cycle
+    is written with one assignment; ``values[name]`` is the view of one signal. ``last_time``
+    and ``last_value`` keep, per signal and row, the newest sample with data.
+    """
 
     def __init__(self, signals: Iterable[str], history_s: float, rows: int = 16) -> None:
         self.history_s = history_s
         self.capacity = columns_needed(history_s, DEFAULT_STEP_S)
         self.rows = max(rows, 1)
         self.times: FloatArray = np.full(self.capacity, np.nan)
+        self.signals: tuple[str, ...] = ()
+        self.data: npt.NDArray[np.float32] = np.full(
+            (0, self.rows, self.capacity), np.nan, np.float32
+        )
+        self.newest_times: FloatArray = np.full((0, self.rows), np.nan)
+        self.newest_values: FloatArray = np.full((0, self.rows), np.nan)
+        self.index: dict[str, int] = {}
         self.values: dict[str, ValueMatrix] = {}
         self.last_time: dict[str, FloatArray] = {}
         self.last_value: dict[str, FloatArray] = {}
@@ -60,37 +72,54 @@ class CycleStore:
 
     # -- shape ------------------------------------------------------------------------------
 
+    def _views(self) -> None:
+        self.index = {name: index for index, name in enumerate(self.signals)}
+        self.values = {name: self.data[index] for index, name in enumerate(self.signals)}
+        self.last_time = {name: self.newest_times[i] for i, name in enumerate(self.signals)}
+        self.last_value = {name: self.newest_values[i] for i, name in enumerate(self.signals)}
+
     def set_signals(self, signals: Iterable[str]) -> None:
         wanted = tuple(dict.fromkeys(signals))
-        for name in list(self.values):
-            if name not in wanted:
-                del self.values[name], self.last_time[name], self.last_value[name]
-        for name in wanted:
-            if name not in self.values:
-                self.values[name] = np.full((self.rows, self.capacity), np.nan, dtype=np.float32)
-                self.last_time[name] = np.full(self.rows, np.nan)
-                self.last_value[name] = np.full(self.rows, np.nan)
-        self.signals = wanted
+        data = np.full((len(wanted), self.rows, self.capacity), np.nan, dtype=np.float32)
+        times = np.full((len(wanted), self.rows), np.nan)
+        values = np.full((len(wanted), self.rows), np.nan)
+        for index, name in enumerate(wanted):
+            if name in self.values:
+                data[index] = self.values[name]
+                times[index] = self.last_time[name]
+                values[index] = self.last_value[name]
+        self.signals, self.data = wanted, data
+        self.newest_times, self.newest_values = times, values
+        self._views()
 
     def ensure_rows(self, rows: int) -> None:
         if rows <= self.rows:
             return
         grown = max(rows, self.rows + self.rows // 4 + 16)
-        for name in self.signals:
-            matrix = np.full((grown, self.capacity), np.nan, dtype=np.float32)
-            matrix[: self.rows] = self.values[name]
-            self.values[name] = matrix
-            for per_row in (self.last_time, self.last_value):
-                column = np.full(grown, np.nan)
-                column[: self.rows] = per_row[name]
-                per_row[name] = column
+        data = np.full((len(self.signals), grown, self.capacity), np.nan, dtype=np.float32)
+        data[:, : self.rows] = self.data
+        times = np.full((len(self.signals), grown), np.nan)
+        times[:, : self.rows] = self.newest_times
+        values = np.full((len(self.signals), grown), np.nan)
+        values[:, : self.rows] = self.newest_values
+        self.data, self.newest_times, self.newest_values = data, times, values
         self.rows = grown
+        self._views()
 
     def clear_row(self, row: int) -> None:
-        for name in self.signals:
-            self.values[name][row] = np.nan
-            self.last_time[name][row] = np.nan
-            self.last_value[name][row] = np.nan
+        self.data[:, row] = np.nan
+        self.newest_times[:, row] = np.nan
+        self.newest_values[:, row] = np.nan
+
+    def write_cycle(self, column: int, rows: IntArray, t: float, table: FloatArray) -> None:
+        """One cycle's samples: ``table`` is (rows, signals) with NaN for no data."""
+        usable = ~np.isnan(table.T)
+        self.data[:, rows, column] = table.T
+        seen = self.newest_times[:, rows]
+        newer = usable & ~(seen > t)
+        self.newest_times[:, rows] = np.where(newer, t, seen)
+        self.newest_values[:, rows] = np.where(newer, table.T, self.newest_values[:, rows])
+        self.dirty[column] = True
 
     def set_history(self, history_s: float) -> None:
         self.history_s = history_s
@@ -149,8 +178,7 @@ class CycleStore:
 
     def _append(self, t: float) -> None:
         column = self._next
-        for name in self.signals:
-            self.values[name][:, column] = np.nan
+        self.data[:, :, column] = np.nan
         self.times[column] = t
         self.dirty[column] = True
         self._order = None
@@ -208,10 +236,10 @@ class CycleStore:
             )
             keep = kept_times[position] == old_times[known]
             sources, targets = known[keep], position[keep]
-        for name in self.signals:
-            matrix = np.full((self.rows, capacity), np.nan, dtype=np.float32)
-            matrix[:, targets] = self.values[name][:, sources]
-            self.values[name] = matrix
+        data = np.full((len(self.signals), self.rows, capacity), np.nan, dtype=np.float32)
+        data[:, :, targets] = self.data[:, :, sources]
+        self.data = data
+        self._views()
         self.times = np.full(capacity, np.nan)
         self.times[: len(kept_times)] = kept_times
         self.dirty = np.zeros(capacity, dtype=bool)

@@ -78,22 +78,21 @@ class RuleEvaluation:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The engine's judgement of one pod at one evaluation.
+    """The engine's judgement of one pod.
 
     ``reasons`` lists every breached rule, whether or not the pod is degraded (one breached
-    signal short of a quorum still shows). ``evaluations`` covers every rule of the policy.
+    signal short of a quorum still shows). An engine hands out the same object again while a
+    pod's verdict does not change.
     """
 
     pod: PodKey
     degraded: bool
     warming_up: bool
     has_data: bool
-    reasons: tuple[Reason, ...]
-    evaluated_at: float
-    _explain: Callable[[int], tuple[RuleEvaluation, ...]] | None = field(
+    reasons: tuple[Reason, ...] = ()
+    _explain: Callable[[PodKey], tuple[RuleEvaluation, ...]] | None = field(
         default=None, repr=False, compare=False
     )
-    _row: int = field(default=0, repr=False, compare=False)
 
     @property
     def breached_signals(self) -> tuple[str, ...]:
@@ -101,8 +100,9 @@ class Verdict:
 
     @property
     def evaluations(self) -> tuple[RuleEvaluation, ...]:
-        """Every rule's evaluation (built on demand: verdicts are many, explanations few)."""
-        return self._explain(self._row) if self._explain is not None else ()
+        """Every rule's evaluation for this pod at the engine's latest evaluation (built on
+        demand: verdicts are many, explanations few); empty once the pod is gone."""
+        return self._explain(self.pod) if self._explain is not None else ()
 
 
 def reason_text(

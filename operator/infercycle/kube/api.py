@@ -247,10 +247,14 @@ def pod_state(pod: dict[str, Any], server_container: str) -> PodState:
     labels = metadata.get("labels") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     restarts = 0
+    started = status.get("startTime")
     for container in status.get("containerStatuses") or []:
         if container.get("name") == server_container:
             restarts = int(container.get("restartCount") or 0)
-    started = status.get("startTime")
+            # After an in-place restart the server is new while the pod is not: warm-up and
+            # the latency baseline start from the container's own start.
+            running = (container.get("state") or {}).get("running") or {}
+            started = running.get("startedAt") or started
     started_at = _seconds(started) if started else None
     return PodState(
         name=metadata.get("name", ""),

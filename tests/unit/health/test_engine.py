@@ -168,3 +168,27 @@ def test_backfill_of_a_short_history_does_not_invent_a_sustained_breach() -> Non
     points = [(t, 10 * GIB + GIB * t / 3600) for t in np.arange(0.0, 3300, 30.0)]
     engine.observe_series(pod, 0.0, "memory", points)
     assert not engine.evaluate(3300)[pod].degraded
+
+
+def test_unchanged_verdicts_are_handed_out_again() -> None:
+    run = Run(make_policy(ABOVE))
+    pod = key("steady")
+    first = run.advance(300, {pod: constant(cpu=1.0)})[pod]
+    second = run.advance(15, {pod: constant(cpu=1.2)})[pod]
+    assert second is first
+    observed = [e.observed for e in second.evaluations]
+    assert observed == [pytest.approx(1.0)]  # the latest cycle's explanation
+    run.engine.retain([])
+    assert second.evaluations == ()
+
+
+def test_a_second_observation_in_a_cycle_replaces_the_first() -> None:
+    engine = HealthEngine(make_policy(ABOVE))
+    pod = key("twice")
+    for cycle in range(1, 30):
+        t = cycle * 15.0
+        engine.observe(t, pod, 0.0, {"cpu": 9.0})
+        engine.observe(t, pod, 0.0, {"cpu": 1.0})
+    verdict = engine.evaluate(29 * 15.0)[pod]
+    assert not verdict.degraded
+    assert verdict.evaluations[0].observed == pytest.approx(1.0)

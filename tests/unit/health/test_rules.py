@@ -80,7 +80,7 @@ def test_hysteresis_holds_until_the_clear_level() -> None:
     verdict = run.advance(900, {POD: constant(cpu=1.8)})[POD]
     assert verdict.degraded, "between clear and threshold the breach holds"
     assert "clears under 1.5" in verdict.reasons[0].text
-    held = [e for e in verdict.evaluations if e.rule.name == "rule"][0]
+    held = next(e for e in verdict.evaluations if e.rule.name == "rule")
     assert held.level == 1.5
     run.advance(300, {POD: constant(cpu=1.2)})
     assert not run.history[-1][1][POD].degraded
@@ -227,7 +227,7 @@ def test_baseline_breaches_against_the_pods_own_early_level() -> None:
     pods = {POD: lambda t: {"latency_p99": latency(t), "request_rate": 3.0}}  # type: ignore[operator]
     verdict = run.advance(3600, pods)[POD]
     assert not verdict.degraded
-    assert [e.observed for e in verdict.evaluations][0] == pytest.approx(1.0)
+    assert next(e.observed for e in verdict.evaluations) == pytest.approx(1.0)
     verdict = run.advance(1800, pods)[POD]
     assert verdict.degraded
     assert verdict.reasons[0].observed == pytest.approx(2.0)
