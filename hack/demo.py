@@ -258,9 +258,7 @@ def main() -> int:
     finally:
         for process in processes:
             process.terminate()
-    say(
-        "Done. The cluster stays up: `hack/cluster env` for KUBECONFIG, `hack/cluster down` stops it."
-    )
+    say("Done; the cluster stays up (`hack/cluster env` for KUBECONFIG, `hack/cluster down`).")
     return 0
 
 

@@ -222,10 +222,8 @@ class _Window:
     """(rows, columns): the sample was taken after the pod's warm-up."""
     traffic: BoolArray | None = None
     """(rows, columns): the pod served at least the minimum request rate then."""
-    values: npt.NDArray[np.float32] | None = None
-    """(signals, rows, columns): every signal over the window."""
-    present: BoolArray | None = None
-    """(signals, rows, columns): a sample with data, taken after the pod's warm-up."""
+    signals: dict[str, tuple[AnyFloatArray, BoolArray]] = field(default_factory=dict)
+    """Per signal: its (rows, columns) samples, and which hold data taken after warm-up."""
 
 
 @dataclass
@@ -606,24 +604,25 @@ class HealthEngine:
             times = self._store.times[columns]
             settled = times[None, :] >= cycle.warm_end[:, None]
             window = _Window(columns, times, settled)
-            cycle.windows[key] = window
+            if at is None:  # past windows serve one backfill check; keeping them costs memory
+                cycle.windows[key] = window
         return window
 
     def _samples(
         self, rule: Rule, cycle: _Cycle, window: _Window
     ) -> tuple[AnyFloatArray, BoolArray]:
         """The rule's signal over the window, and which samples may be judged."""
-        if window.values is None:
-            window.values = self._store.data[:, : cycle.rows, window.columns]
-            window.present = ~np.isnan(window.values) & window.settled[None, :, :]
-        assert window.present is not None
-        index = self._store.index[rule.signal]
-        values = window.values[index]
+        cached = window.signals.get(rule.signal)
+        if cached is None:
+            values = self._store.values[rule.signal][: cycle.rows, window.columns]
+            cached = (values, ~np.isnan(values) & window.settled)
+            window.signals[rule.signal] = cached
+        values, present = cached
         if not rule.requires_traffic:
-            return values, window.present[index].copy()
+            return values, present.copy()
         if window.traffic is None:
             window.traffic = self._traffic(window.columns, cycle.rows)
-        return values, window.present[index] & window.traffic
+        return values, present & window.traffic
 
     def _judge_all(self, cycle: _Cycle) -> list[_Outcome]:
         """Every rule's outcome, in policy order; sustained rules are judged in one batch."""
@@ -728,14 +727,14 @@ class HealthEngine:
         rows = cycle.rows
         count = len(batch)
         width = max(prepared.values.shape[1] for prepared in batch)
-        values = np.full((count, rows, width), np.nan)
+        values = np.full((count, rows, width), np.nan, dtype=np.float32)
         usable = np.zeros((count, rows, width), dtype=bool)
         sign = np.array([1.0 if p.rule.breaches_upward else -1.0 for p in batch])
         for index, prepared in enumerate(batch):
             span = prepared.values.shape[1]
             values[index, :, :span] = prepared.values
             usable[index, :, :span] = prepared.usable
-        values *= sign[:, None, None]
+        values *= sign.astype(np.float32)[:, None, None]
         threshold = sign * np.array([p.rule.threshold for p in batch])
         clear = sign * np.array([p.rule.clear for p in batch])
         expected = np.array([max(p.rule.window_s / cycle.step, 1.0) for p in batch])
@@ -746,7 +745,7 @@ class HealthEngine:
         eligible = state == OK
         counts = np.count_nonzero(usable, axis=2)
         covered = counts >= needed[:, None]
-        extreme = np.where(usable, values, np.inf).min(axis=2, initial=np.inf)
+        extreme = np.min(values, axis=2, where=usable, initial=np.inf).astype(np.float64)
         enter = covered & (extreme > threshold[:, None])
         observed = np.where(counts > 0, extreme, np.nan)
         holding = before & eligible & (counts > 0) & ~enter

@@ -62,7 +62,6 @@ def deployment_manifest(
                         "name": "server",
                         "image": "registry.invalid/inference-server:1",
                         "ports": [{"name": "http", "containerPort": 8000}],
-                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
                     }
                 ]
             },
