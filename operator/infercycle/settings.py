@@ -37,6 +37,14 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="Namespaces to watch, comma-separated; empty watches the whole cluster.",
     )
+    freshness_query: str = Field(
+        default=(
+            'max by (namespace, pod) (timestamp(container_memory_working_set_bytes{container!=""}))'
+        ),
+        description="PromQL giving, per (namespace, pod), the time of its newest sample; pods "
+        "whose newest sample is older than staleAfter count as having no data. cAdvisor's "
+        "working set exists for every container of every pod, whatever the server.",
+    )
     dry_run: bool = Field(default=False, description="Decide and report everywhere; never act.")
     metrics_port: int = Field(default=8080, description="Port of the operator's /metrics.")
     health_port: int = Field(default=8081, description="Port of the liveness endpoint /healthz.")

@@ -30,7 +30,9 @@ class OperatorProcess:
         namespaces: list[str] | None = None,
         cycle_interval: str = "2s",
         dry_run: bool = False,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        self.extra_env = dict(extra_env or {})
         self.kubeconfig = kubeconfig
         self.prometheus_url = prometheus_url
         self.log_dir = log_dir
@@ -60,6 +62,7 @@ class OperatorProcess:
             "INFERCYCLE_QUERY_TIMEOUT": "3s",
             "INFERCYCLE_AGENT_TIMEOUT": "10s",
             "INFERCYCLE_LOG_FORMAT": "text",
+            **self.extra_env,
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")

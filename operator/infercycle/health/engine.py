@@ -32,8 +32,8 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     warm-up and, for traffic-gated rules, serving traffic), sustained like ``above``; cycles
     with fewer than ``minFleet`` such pods do not count.
 
-Hysteresis: a breached rule holds while the window median (growth: the slope) stays beyond
-``clear``. Warm-up: no rule counts before ``warmup`` after the pod start, and samples taken
+Hysteresis: a breached rule holds while the window median stays beyond ``clear`` (growth:
+while the plain Theil-Sen slope does, a weaker test than the one that entered the breach). Warm-up: no rule counts before ``warmup`` after the pod start, and samples taken
 during warm-up are left out of every window. Traffic gating: a ``requiresTraffic`` rule counts
 only while the pod's latest request rate is at least ``minRequestRate``, and only samples taken
 at that rate enter its window. Data older than ``staleAfter`` is no data, never a breach.
@@ -204,6 +204,9 @@ class _Fit:
     at: float
     key: tuple[int, int, int]
     slope: FloatArray
+    """The supported slope per hour: what enters a breach."""
+    typical: FloatArray
+    """The plain Theil-Sen slope per hour: what holds a breach (hysteresis)."""
     condition: BoolArray
     by_limit: BoolArray
     needed: FloatArray
@@ -816,7 +819,8 @@ class HealthEngine:
         since = np.where(condition & eligible, np.where(np.isnan(since), now, since), np.nan)
         memory.since[:rows] = since
         enter = condition & eligible & (now - since >= rule.sustain_s)
-        hold = memory.breached[:rows] & eligible & enough & ((slope > rule.clear) | by_limit)
+        typical = fit.typical
+        hold = memory.breached[:rows] & eligible & enough & ((typical > rule.clear) | by_limit)
         breached = enter | hold
         state[breached] = BREACH
         thin = eligible & ~enough
@@ -825,12 +829,14 @@ class HealthEngine:
         judged = (state == BREACH) | (state == OK)
         aux[judged] = fit.left[judged]
         holding = memory.breached[:rows] & breached
+        held = holding & ~condition
+        observed = np.where(held, typical, slope)
         return _Outcome(
             state,
-            np.where(np.isfinite(slope), slope, np.nan),
+            np.where(np.isfinite(observed), observed, np.nan),
             np.where(holding, rule.clear, rule.threshold),
             aux,
-            holding=holding & ~condition,
+            holding=held,
             breached=breached,
             by_time_to_limit=by_limit,
             needed=fit.needed,
@@ -854,7 +860,8 @@ class HealthEngine:
         slope, condition, by_limit, needed, left = self._growth_condition(rule, trend, enough)
         if rule.sustain_s > 0 and backfilled:
             self._restore_since(rule, cycle, memory, condition)
-        fit = _Fit(now, key, slope, condition, by_limit, needed, left, enough, coverage)
+        typical = trend.slope * 3600.0
+        fit = _Fit(now, key, slope, typical, condition, by_limit, needed, left, enough, coverage)
         memory.fit = fit
         return fit
 

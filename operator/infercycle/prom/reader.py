@@ -21,12 +21,6 @@ from infercycle.settings import OperatorSettings
 
 PodRef = tuple[str, str]  # (namespace, pod)
 
-# cAdvisor's working set is exported for every container of every pod, whatever the server:
-# the time of its newest sample tells whether a pod's data is current.
-FRESHNESS_QUERY = (
-    'max by (namespace, pod) (timestamp(container_memory_working_set_bytes{container!=""}))'
-)
-
 
 @dataclass(frozen=True)
 class QueryOutcome:
@@ -72,6 +66,7 @@ class PrometheusReader:
         if settings.prometheus_ca_file is not None and settings.prometheus_tls_verify:
             self._client._session.verify = str(settings.prometheus_ca_file)
         self._timeout = settings.query_timeout_s
+        self._freshness = settings.freshness_query
 
     def query_now(self, promql: str) -> dict[PodRef, float]:
         """One instant query; series without namespace and pod labels are ignored."""
@@ -106,7 +101,7 @@ class PrometheusReader:
         by_query: dict[str, list[str]] = {}
         for signal, promql in queries.items():
             by_query.setdefault(promql, []).append(signal)
-        by_query.setdefault(FRESHNESS_QUERY, []).append("_freshness")
+        by_query.setdefault(self._freshness, []).append("_freshness")
         texts = list(by_query)
         outcomes = await asyncio.gather(*(self._timed(text) for text in texts))
         snapshot = FleetSnapshot(at=time.time(), queries=len(texts))
