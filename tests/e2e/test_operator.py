@@ -193,21 +193,16 @@ def test_a_pdb_that_forbids_eviction_makes_the_operator_wait(
         extra_spec={"disruption": {"minAvailable": 1, "maxDegradedPercent": 50}},
     )
     before = fleet.wait_ready(3)
+    # Someone tightens the deployment's budget to forbid any eviction.
     cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": "freeze", "namespace": namespace},
-                "spec": {
-                    "minAvailable": 3,
-                    "selector": {"matchLabels": {"infercycle.io/deployment": "guarded"}},
-                },
-            }
-        ),
+        "patch",
+        "pdb",
+        "guarded",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"maxUnavailable": 0}}',
     )
     fleet.set_scenario(sorted(before)[0], "leak", LEAK)
     cluster.wait_for(
@@ -220,7 +215,16 @@ def test_a_pdb_that_forbids_eviction_makes_the_operator_wait(
     operation = fleet.status().get("operation")
     assert operation
     assert operation["step"] == "Restarting", operation
-    cluster.kubectl("delete", "pdb", "freeze", "-n", namespace)
+    cluster.kubectl(
+        "patch",
+        "pdb",
+        "guarded",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"maxUnavailable": 1}}',
+    )
     cluster.wait_for("the recycle after the PDB is lifted", lambda: _succeeded(fleet), timeout=180)
 
 

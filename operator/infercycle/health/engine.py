@@ -33,10 +33,11 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     with fewer than ``minFleet`` such pods do not count.
 
 Hysteresis: a breached rule holds while the window median stays beyond ``clear`` (growth:
-while the plain Theil-Sen slope does, a weaker test than the one that entered the breach). Warm-up: no rule counts before ``warmup`` after the pod start, and samples taken
-during warm-up are left out of every window. Traffic gating: a ``requiresTraffic`` rule counts
-only while the pod's latest request rate is at least ``minRequestRate``, and only samples taken
-at that rate enter its window. Data older than ``staleAfter`` is no data, never a breach.
+while the plain Theil-Sen slope does, a weaker test than the one that entered the breach).
+Warm-up: no rule counts before ``warmup`` after the pod start, and samples taken during warm-up
+are left out of every window. Traffic gating: a ``requiresTraffic`` rule counts only while the
+pod's latest request rate is at least ``minRequestRate``, and only samples taken at that rate
+enter its window. Data older than ``staleAfter`` is no data, never a breach.
 """
 
 from __future__ import annotations
@@ -532,6 +533,7 @@ class HealthEngine:
         if self._by_name.get(pod.name) == pod:
             del self._by_name[pod.name]
         self._in_use[row] = False
+        self._seen[row] = np.nan
         self._store.clear_row(row)
         for memory in self._memory.values():
             memory.reset(row)

@@ -148,6 +148,10 @@ class KubeApi:
         except ApiException as error:
             if error.status == 429:
                 return EvictionOutcome.BLOCKED
+            if error.status == 500 and "more than one PodDisruptionBudget" in str(error.body):
+                # The API server refuses evictions of pods under two budgets; so do we.
+                log.warning("eviction of %s/%s refused: the pod has several PDBs", namespace, pod)
+                return EvictionOutcome.BLOCKED
             if error.status in (404, 409):
                 return EvictionOutcome.GONE
             raise

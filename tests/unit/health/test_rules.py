@@ -350,3 +350,22 @@ def test_every_rule_is_explained() -> None:
     lines = [e.describe() for e in verdict.evaluations]
     assert lines[0].startswith("cpu-high  ok  1.5 (threshold 2)")
     assert lines[2] == "errors  no-data  - (threshold 5.0%): no fresh error_rate data"
+
+
+def test_growth_hysteresis_holds_until_the_trend_is_gone() -> None:
+    run = Run(make_policy(leak_rule()), step_s=30)  # type: ignore[arg-type]
+
+    def memory(t: float) -> dict[str, float | None]:
+        leaked = 512 * MIB * min(t, 4 * 3600) / 3600  # the leak stops after 4 h
+        dip = 300 * MIB * min(max(t - 3 * 3600, 0.0), 1800) / 1800  # and memory drops 300 MiB
+        return {"memory": 12 * GIB + leaked - dip}
+
+    run.advance(3 * 3600, {POD: memory})
+    assert run.history[-1][1][POD].degraded
+    run.advance(1800, {POD: memory})  # the drop leaves a quarter of the pairs falling ...
+    assert all(verdicts[POD].degraded for _, verdicts in run.history[-60:])  # ... it holds
+    reason = run.history[-1][1][POD].reasons[0]
+    assert reason.text.endswith("breached > 256.0Mi/h, clears under 64.0Mi/h"), reason.text
+    assert reason.observed > 64 * MIB
+    run.advance(3 * 3600, {POD: memory})
+    assert not run.history[-1][1][POD].degraded
