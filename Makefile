@@ -64,10 +64,14 @@ cluster-up: venv
 cluster-down:
 	hack/cluster down
 
+# Every benchmark prints its figures; fleet and scale also write docs/benchmarks/.
 bench: venv
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/replay.py
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/agent.py
+	$(PY) benchmarks/fleet.py
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist
