@@ -350,9 +350,14 @@ def test_leaking_server_is_restarted_in_place_and_keeps_its_sessions(
             ready = len(fleet.ready_pods()) == REPLICAS
             return ips if ready and len(ips) == REPLICAS and all(ips.values()) else {}
 
-        ips: dict[str, str] = cluster.wait_for(
-            f"{REPLICAS} running pods with IPs", running_with_ips, timeout=120
-        )
+        try:
+            ips: dict[str, str] = cluster.wait_for(
+                f"{REPLICAS} running pods with IPs", running_with_ips, timeout=120
+            )
+        except AssertionError as error:
+            pods = cluster.kubectl("get", "pods,pvc", "-n", namespace, "-o", "wide", check=False)
+            msg = f"{error}\n{pods.stdout}{pods.stderr}\n--- operator:\n{operator.tail()}"
+            raise AssertionError(msg) from None
         before = _pod_table(fleet)
 
         def secret_token() -> str:
