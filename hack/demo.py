@@ -189,7 +189,7 @@ def main() -> int:
             "sim.infercycle.io/scenario=leak",
             'sim.infercycle.io/params={"rate": 36000, "onset": 0}',
         )
-        say("Waiting for the rules to hold for their windows (warm-up 10s, fit 20s, sustain 6s)")
+        say("Waiting for the rules to hold for their windows (warm-up 10s, fit 60s, sustain 10s)")
         wait("the leak to be judged", lambda: status().get("degradedReplicas"), timeout=240)
         print(
             run(

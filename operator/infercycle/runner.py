@@ -74,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=False,
     )
     logging.getLogger("infercycle").setLevel(logging.INFO)
+    # kopf reports every watch event it handles; the cycle's own log says what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         reader = PrometheusReader(settings)
     except OSError as error:

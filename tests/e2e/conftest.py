@@ -154,6 +154,20 @@ def operator(
     )
     process.start()
     yield process
+    # Deleting the deployments while the operator runs lets it release its finalizer, so the
+    # namespace can go when the test is done.
+    if process.process is not None and process.process.poll() is None:
+        cluster.kubectl(
+            "delete",
+            "inferencedeployments",
+            "--all",
+            "-n",
+            namespace,
+            "--wait=true",
+            "--timeout=60s",
+            check=False,
+            timeout=90,
+        )
     process.stop()
 
 

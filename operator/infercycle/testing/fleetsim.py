@@ -45,7 +45,8 @@ share that puts the 0.99 point, under Prometheus's linear interpolation inside a
 the model's p99. ``vllm:request_failure_total`` grows so that failures / (successes + failures)
 is the model's ``error_rate``; ``vllm:request_success_total`` grows at ``request_rate``.
 
-``GET /healthz`` answers ``ok``; ``GET /pods`` returns the simulated pods as JSON.
+``GET /healthz`` answers ``ok``; ``GET /pods`` returns the simulated pods as JSON; ``GET /info``
+the simulator's settings. ``--parent-pid`` stops it when that process is gone.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -593,6 +595,16 @@ def make_handler(fleet: Fleet) -> type[BaseHTTPRequestHandler]:
             elif path == "/pods":
                 body = json.dumps(fleet.describe(), indent=1, default=str).encode()
                 self._send(200, body, "application/json")
+            elif path == "/info":
+                info = {
+                    "simulator": "infercycle-fleetsim",
+                    "pid": os.getpid(),
+                    "speed": fleet.speed,
+                    "age_offset": fleet.age_offset,
+                    "started": fleet.started,
+                    "pods": len(fleet.pods),
+                }
+                self._send(200, json.dumps(info).encode(), "application/json")
             else:
                 self._send(404, b"not found\n", "text/plain")
 
@@ -665,6 +677,17 @@ def watch_pods(fleet: Fleet, kubeconfig: str | None, stop: threading.Event) -> N
 # CLI
 
 
+def _exit_with_parent(pid: int, stop: threading.Event) -> None:
+    while not stop.wait(2.0):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.info("parent process %d is gone; stopping", pid)
+            stop.set()
+        except PermissionError:
+            pass  # alive, owned by someone else
+
+
 def serve(fleet: Fleet, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), make_handler(fleet))
     server.daemon_threads = True
@@ -690,6 +713,11 @@ def main(argv: list[str] | None = None) -> int:
         help="simulated seconds added to every pod's age (default 0)",
     )
     parser.add_argument("--config", help="YAML/JSON file mapping pod globs to scenarios")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="exit when this process is gone (a test session that died without cleaning up)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -713,6 +741,10 @@ def main(argv: list[str] | None = None) -> int:
         target=watch_pods, args=(fleet, args.kubeconfig, stop), name="pod-watch", daemon=True
     )
     watcher.start()
+    if args.parent_pid:
+        threading.Thread(
+            target=_exit_with_parent, args=(args.parent_pid, stop), name="parent", daemon=True
+        ).start()
     stop.wait()
     server.shutdown()
     log.info("stopped at %s", datetime.now(UTC).isoformat(timespec="seconds"))
