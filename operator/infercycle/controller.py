@@ -46,6 +46,7 @@ from infercycle.settings import OperatorSettings
 log = logging.getLogger("infercycle.controller")
 DeploymentKey = tuple[str, str]
 STATUS_REFRESH_S = 300.0
+HANDLED_ANNOTATION = "infercycle.io/last-handled-configuration"
 EVENT_REPEAT_S = 600.0
 
 
@@ -185,8 +186,12 @@ class FleetController:
 
     async def run_cycle(self) -> FleetSnapshot | None:
         started = time.perf_counter()
+        # A deployment enters the cycle once kopf has handled it: writing its status earlier
+        # races kopf's own first patches of the object (finalizer, diff base).
         contexts = [
-            self._context(key, body) for key, body in list(self.registry.deployments.items())
+            self._context(key, body)
+            for key, body in list(self.registry.deployments.items())
+            if HANDLED_ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {})
         ]
         queries: dict[str, str] = {}
         for context in contexts:

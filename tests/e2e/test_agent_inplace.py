@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -318,9 +320,28 @@ def _up(pod: PodStandIn, url: str) -> bool:
     return _answers(url)
 
 
+@pytest.fixture
+def own_namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace of this test alone, outside any sweep of shared test namespaces."""
+    name = f"agent-inplace-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.wait_for(
+        f"the default ServiceAccount in {name}",
+        lambda: (
+            cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode
+            == 0
+        ),
+        timeout=30,
+        interval=0.2,
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def test_leaking_server_is_restarted_in_place_and_keeps_its_sessions(
-    cluster: Cluster, namespace: str, crds: None, tmp_path: Path
+    cluster: Cluster, own_namespace: str, crds: None, tmp_path: Path
 ) -> None:
+    namespace = own_namespace
     assert cluster.prometheus_url is not None
     operator = OperatorProcess(
         str(cluster.kubeconfig),
