@@ -106,6 +106,7 @@ class FleetController:
         self.states: dict[DeploymentKey, DeploymentState] = {}
         self.last_cycle: dict[str, float] = {}
         self.running_requests: dict[tuple[str, str], float] = {}
+        self.requests_reported = 0
 
     # ---------------------------------------------------------------------------------------
     # Children: StatefulSet, Services, PodDisruptionBudget, agent Secret.
@@ -227,6 +228,8 @@ class FleetController:
             if key not in live:
                 self.forget(key)
         elapsed = time.perf_counter() - started
+        metrics.API_REQUESTS.inc(self.kube.requests - self.requests_reported)
+        self.requests_reported = self.kube.requests
         metrics.EVALUATION_SECONDS.observe(elapsed)
         metrics.LAST_CYCLE.set(time.time())
         self.last_cycle = {"seconds": elapsed, "deployments": len(contexts)}
