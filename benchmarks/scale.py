@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import resource
 import shutil
@@ -39,7 +38,7 @@ import numpy as np
 from infercycle.api.policy import resolve_policy
 from infercycle.controller import _query_label
 from infercycle.health import HealthEngine, PodKey
-from infercycle.prom.reader import PodRef, PrometheusReader
+from infercycle.prom.reader import PrometheusReader
 from infercycle.settings import OperatorSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -189,25 +188,6 @@ def openmetrics(fleet: Fleet, end: int, minutes: float, history_offset: float) -
     yield "# EOF\n"
 
 
-class ReaderAt(PrometheusReader):
-    """The operator's reader, querying at a fixed evaluation time instead of "now"."""
-
-    at: float = 0.0
-
-    def query_now(self, promql: str) -> dict[PodRef, float]:
-        result = self._client.custom_query(query=promql, params={"time": f"{self.at:.3f}"})
-        values: dict[PodRef, float] = {}
-        for series in result:
-            labels = series.get("metric", {})
-            namespace, pod = labels.get("namespace"), labels.get("pod")
-            if not namespace or not pod:
-                continue
-            value = float(series["value"][1])
-            if math.isfinite(value):
-                values[(namespace, pod)] = value
-        return values
-
-
 def wait_ready(url: str, timeout: float) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
@@ -330,7 +310,7 @@ def measure(args: argparse.Namespace, fleet: Fleet, end: int, url: str) -> dict[
         promql = policy.queries.get(signal)
         if promql:
             queries[_query_label(signal, promql, queries)] = promql
-    reader = ReaderAt(OperatorSettings(prometheus_url=url, query_timeout="30s"))
+    reader = PrometheusReader(OperatorSettings(prometheus_url=url, query_timeout="30s"))
 
     engines = [HealthEngine(policy) for _ in range(args.deployments)]
     keys = [PodKey(name, f"uid-{row}/0") for row, name in enumerate(fleet.names)]
@@ -351,7 +331,7 @@ def measure(args: argparse.Namespace, fleet: Fleet, end: int, url: str) -> dict[
     for at in cycle_times:
         cpu0 = time.process_time()
         t0 = time.perf_counter()
-        reader.at = at
+        reader.evaluation_time = at
         snapshot = asyncio.run(reader.snapshot(queries))
         t1 = time.perf_counter()
         if snapshot.errors:

@@ -42,6 +42,22 @@ def kubectl(*args: str, capture: bool = True, stdin: str | None = None) -> str:
     return run("kubectl", f"--kubeconfig={KUBECONFIG}", *args, capture=capture, stdin=stdin)
 
 
+def explain(prometheus: str) -> None:
+    target = f"{NAMESPACE}/{NAME}"
+    print(
+        run(
+            sys.executable,
+            "-m",
+            "infercycle.cli",
+            "explain",
+            target,
+            "--prometheus-url",
+            prometheus,
+            capture=True,
+        )
+    )
+
+
 def status() -> dict[str, Any]:
     out = kubectl("get", "infd", NAME, "-n", NAMESPACE, "-o", "json")
     return dict(json.loads(out).get("status") or {})
@@ -191,18 +207,7 @@ def main() -> int:
         )
         say("Waiting for the rules to hold for their windows (warm-up 10s, fit 60s, sustain 10s)")
         wait("the leak to be judged", lambda: status().get("degradedReplicas"), timeout=240)
-        print(
-            run(
-                sys.executable,
-                "-m",
-                "infercycle.cli",
-                "explain",
-                f"{NAMESPACE}/{NAME}",
-                "--prometheus-url",
-                prometheus,
-                capture=True,
-            )
-        )
+        explain(prometheus)
         say("Recycle steps as the operator records them in status.operation")
         last = None
         deadline = time.monotonic() + 300
@@ -240,18 +245,7 @@ def main() -> int:
         )
         say("Fleet after the recycle (infercycle explain)")
         time.sleep(4)
-        print(
-            run(
-                sys.executable,
-                "-m",
-                "infercycle.cli",
-                "explain",
-                f"{NAMESPACE}/{NAME}",
-                "--prometheus-url",
-                prometheus,
-                capture=True,
-            )
-        )
+        explain(prometheus)
         if args.keep_running:
             say(f"Operator left running (log {operator_log}); hack/cluster down stops everything")
             processes.clear()

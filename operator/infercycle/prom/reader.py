@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -67,19 +68,21 @@ class PrometheusReader:
             self._client._session.verify = str(settings.prometheus_ca_file)
         self._timeout = settings.query_timeout_s
         self._freshness = settings.freshness_query
+        self.evaluation_time: float | None = None
 
     def query_now(self, promql: str) -> dict[PodRef, float]:
-        """One instant query; series without namespace and pod labels are ignored."""
-        result = self._client.custom_query(query=promql)
+        """One instant query; series without namespace and pod labels are ignored.
+
+        ``evaluation_time`` (seconds) pins the query to a past instant instead of "now".
+        """
+        params = None if self.evaluation_time is None else {"time": f"{self.evaluation_time:.3f}"}
+        result = self._client.custom_query(query=promql, params=params)
         values: dict[PodRef, float] = {}
         for series in result:
-            labels = series.get("metric", {})
-            namespace, pod = labels.get("namespace"), labels.get("pod")
-            if not namespace or not pod:
-                continue
+            ref = _pod_ref(series)
             value = float(series["value"][1])
-            if math.isfinite(value):
-                values[(namespace, pod)] = value
+            if ref is not None and math.isfinite(value):
+                values[ref] = value
         return values
 
     async def _timed(self, promql: str) -> QueryOutcome:
@@ -145,10 +148,15 @@ def range_series(
     )
     series: dict[PodRef, list[tuple[float, float]]] = {}
     for item in result:
-        labels = item.get("metric", {})
-        namespace, pod = labels.get("namespace"), labels.get("pod")
-        if not namespace or not pod:
+        ref = _pod_ref(item)
+        if ref is None:
             continue
         points = [(float(t), float(v)) for t, v in item.get("values", [])]
-        series[(namespace, pod)] = [(t, v) for t, v in points if math.isfinite(v)]
+        series[ref] = [(t, v) for t, v in points if math.isfinite(v)]
     return series
+
+
+def _pod_ref(series: dict[str, Any]) -> PodRef | None:
+    labels = series.get("metric", {})
+    namespace, pod = labels.get("namespace"), labels.get("pod")
+    return (namespace, pod) if namespace and pod else None
