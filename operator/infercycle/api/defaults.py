@@ -1,7 +1,11 @@
 """The built-in policy: defaults that protect a vLLM fleet out of the box.
 
-Leaks are what a restart cures, so a sustained, robust upward trend in host memory (256 MiB/h)
-or GPU memory (512 MiB/h) is enough on its own. A slower GPU memory creep (64 MiB/h: the pool is
+Leaks are what a restart cures, so a sustained, robust upward trend in host memory or GPU
+memory is enough on its own. When the pod's limit is known (every container has a memory limit
+in kube-state-metrics; the GPU's framebuffer size from DCGM), the leak is recycled when its
+fitted trend would reach that limit within 2 h, so a slow leak runs until it matters and is
+never left to end in an OOM kill; without a limit, growth above 256 MiB/h (host) or 512 MiB/h
+(GPU) condemns it. A slower GPU memory creep (64 MiB/h: the pool is
 preallocated, so any steady growth is a leak), latency, errors, CPU and cache pressure are
 noisier or shared with causes a restart does not fix (traffic surges, a bad upstream), so they
 count only when they agree: two distinct signals at once, each judged against the pod's own
@@ -29,6 +33,16 @@ DEFAULT_QUERIES: dict[str, str] = {
         'container!="POD"})'
     ),
     "gpu_memory": "sum by (namespace, pod) (DCGM_FI_DEV_FB_USED) * 1048576",
+    # The pod's memory limit, only where every container has one: a pod whose server runs
+    # without a limit must not be judged against its sidecar's.
+    "memory_limit": (
+        'sum by (namespace, pod) (kube_pod_container_resource_limits{resource="memory"}) '
+        "unless on (namespace, pod) (count by (namespace, pod) (kube_pod_container_info) > "
+        'count by (namespace, pod) (kube_pod_container_resource_limits{resource="memory"}))'
+    ),
+    "gpu_memory_total": (
+        "sum by (namespace, pod) (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) * 1048576"
+    ),
     "latency_p99": (
         "histogram_quantile(0.99, sum by (namespace, pod, le) "
         "(rate(vllm:e2e_request_latency_seconds_bucket[5m])))"
@@ -53,6 +67,8 @@ DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
         window="1h",
         sustain="15m",
         sufficient=True,
+        limit="memory_limit",
+        time_to_limit="2h",
     ),
     SignalRuleSpec(
         name="gpu-memory-leak",
@@ -63,6 +79,8 @@ DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
         window="1h",
         sustain="15m",
         sufficient=True,
+        limit="gpu_memory_total",
+        time_to_limit="2h",
     ),
     SignalRuleSpec(
         name="gpu-memory-creep",

@@ -51,11 +51,14 @@ def describe_rule(rule: Rule) -> str:
     level = format_level(rule, rule.threshold)
     if kind == "growth":
         text = f"{rule.signal} growth > {level} over {window}"
-        if rule.limit is not None and rule.time_to_limit_s is not None:
-            text += (
-                f" or reaching {format_value(rule.signal, rule.limit)} within "
-                f"{format_duration(rule.time_to_limit_s)}"
-            )
+        if rule.time_to_limit_s is None:
+            return text
+        within = format_duration(rule.time_to_limit_s)
+        if rule.limit_signal is not None:
+            return f"{text}; with a known {rule.limit_signal}: reaching it within {within}"
+        if rule.limit is not None:
+            limit = format_value(rule.signal, rule.limit)
+            return f"{rule.signal} growth reaching {limit} within {within} (fit over {window})"
         return text
     if kind == "baseline":
         return f"{rule.signal} >= {level} own baseline for {window}"

@@ -8,15 +8,22 @@ resolved values (seconds, floats) for the decision code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from infercycle.api.base import ApiModel
-from infercycle.api.units import Duration, Quantity, parse_duration, parse_quantity
+from infercycle.api.units import (
+    QUANTITY_PATTERN,
+    Duration,
+    Quantity,
+    parse_duration,
+    parse_quantity,
+)
 
 _M = TypeVar("_M", bound=ApiModel)
 _T = TypeVar("_T")
@@ -24,6 +31,7 @@ _T = TypeVar("_T")
 SIGNAL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 PERCENT_OR_INT_PATTERN = r"^([0-9]+|[0-9]{1,3}%)$"
+LIMIT_PATTERN = f"^({QUANTITY_PATTERN[1:-1]}|{SIGNAL_NAME_PATTERN[1:-1]})$"
 
 BUILTIN_SIGNALS = (
     "cpu",
@@ -34,7 +42,33 @@ BUILTIN_SIGNALS = (
     "request_rate",
     "error_rate",
     "requests_running",
+    "memory_limit",
+    "gpu_memory_total",
 )
+
+
+def is_signal_name(text: str) -> bool:
+    """Whether a ``limit`` names a signal (``memory_limit``) rather than a level (``24Gi``)."""
+    return text[:1].isalpha()
+
+
+def _check_limit(text: str) -> str:
+    if not is_signal_name(text):
+        parse_quantity(text)
+    elif not re.fullmatch(SIGNAL_NAME_PATTERN, text):
+        msg = (
+            f'{text!r} is neither a level such as "24Gi" nor a signal name such as '
+            '"memory_limit" (lower case letters, digits and underscores)'
+        )
+        raise ValueError(msg)
+    return text
+
+
+LimitRef = Annotated[
+    str,
+    Field(max_length=63, json_schema_extra={"pattern": LIMIT_PATTERN}),
+    AfterValidator(_check_limit),
+]
 
 
 class RuleKind(StrEnum):
@@ -109,8 +143,15 @@ class SignalRuleSpec(ApiModel):
         ),
     ] = None
     limit: Annotated[
-        Quantity | None,
-        Field(default=None, description="growth only: level the signal must not reach."),
+        LimitRef | None,
+        Field(
+            default=None,
+            description='growth only: level the signal must not reach, either fixed ("24Gi") '
+            "or the name of a signal whose latest value is each pod's own limit "
+            '("memory_limit"). A pod with a known limit is judged by time to limit instead '
+            "of by `threshold`; a pod without one (no sample of the limit signal yet) by "
+            "`threshold`.",
+        ),
     ] = None
     time_to_limit: Annotated[
         Duration | None,
@@ -336,9 +377,17 @@ class Rule:
     sufficient: bool = False
     requires_traffic: bool = False
     limit: float | None = None
+    limit_signal: str | None = None
     time_to_limit_s: float | None = None
     baseline_window_s: float = 600.0
     min_fleet: int = 3
+
+    @property
+    def judges_time_to_limit(self) -> bool:
+        """A growth rule with a limit (fixed or per pod) and a horizon to reach it."""
+        return self.time_to_limit_s is not None and (
+            self.limit is not None or self.limit_signal is not None
+        )
 
     @property
     def breaches_upward(self) -> bool:
@@ -362,8 +411,10 @@ class HealthPolicy:
 
     @property
     def signals(self) -> tuple[str, ...]:
-        """Every signal a rule reads, plus request_rate (traffic gating needs it)."""
+        """Every signal a rule reads (its own and its limit signal), plus request_rate
+        (traffic gating needs it)."""
         seen = dict.fromkeys(rule.signal for rule in self.rules)
+        seen.update(dict.fromkeys(r.limit_signal for r in self.rules if r.limit_signal))
         seen.setdefault("request_rate", None)
         return tuple(seen)
 
@@ -538,6 +589,22 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
     if (spec.limit is None) != (spec.time_to_limit is None):
         msg = f"{where}: limit and timeToLimit go together; set both or neither"
         raise PolicyError(msg)
+    limit: float | None = None
+    limit_signal: str | None = None
+    if spec.limit is not None:
+        if kind is not RuleKind.GROWTH:
+            msg = f"{where}.limit: only a growth rule has a limit; remove limit and timeToLimit"
+            raise PolicyError(msg)
+        if is_signal_name(spec.limit):
+            limit_signal = spec.limit
+            if limit_signal not in known_signals:
+                msg = (
+                    f"{where}.limit: signal {limit_signal!r} has no query; add "
+                    f'health.queries.{limit_signal} or give a level such as "24Gi"'
+                )
+                raise PolicyError(msg)
+        else:
+            limit = parse_quantity(spec.limit)
     return Rule(
         name=spec.name,
         signal=spec.signal,
@@ -548,7 +615,8 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
         sustain_s=parse_duration(spec.sustain) if spec.sustain else 0.0,
         sufficient=bool(spec.sufficient),
         requires_traffic=bool(spec.requires_traffic),
-        limit=parse_quantity(spec.limit) if spec.limit else None,
+        limit=limit,
+        limit_signal=limit_signal,
         time_to_limit_s=parse_duration(spec.time_to_limit) if spec.time_to_limit else None,
         baseline_window_s=parse_duration(spec.baseline_window) if spec.baseline_window else 600.0,
         min_fleet=spec.min_fleet or 3,

@@ -17,7 +17,11 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     over the whole window and over each half alone, whichever is smallest. A steady leak shows
     in all three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a
     GC sawtooth leave a quarter of the pairs flat or falling. With ``limit`` and
-    ``timeToLimit`` the rule also breaches when the fitted line reaches the limit in time. The
+    ``timeToLimit``, a pod whose limit is known (a fixed level, or the newest sample of a limit
+    signal such as the container's memory limit) is judged by time to limit instead: it
+    breaches when the fitted line, rising, reaches its limit within ``timeToLimit``, so a slow
+    leak far from its limit is left to run and a restart is spent only when it would otherwise
+    end in an OOM kill; a pod with no known limit is judged by ``threshold``. The
     condition must hold continuously for ``sustain`` (the breach start is kept, and restored
     from the history after a backfill). The fit is refreshed each time the window has moved on
     by one bucket (5 minutes for a 1 h window); in between it barely moves.
@@ -183,6 +187,7 @@ class _Outcome:
     breached: BoolArray
     by_time_to_limit: BoolArray | None = None
     needed: FloatArray | None = None
+    limits: FloatArray | None = None
 
 
 @dataclass
@@ -214,6 +219,8 @@ class _Fit:
     left: FloatArray
     enough: BoolArray
     coverage: FloatArray
+    limits: FloatArray
+    """Each row's limit; NaN where none is known."""
 
 
 @dataclass
@@ -287,7 +294,7 @@ def _detail(rule: Rule, state: RuleState, aux: float) -> str:
         return f"request rate {aux:.2f}x the baseline period's"
     if state is RuleState.INSUFFICIENT_FLEET:
         return f"{aux:.0f} pods with data, {rule.min_fleet} needed"
-    if rule.kind is RuleKind.GROWTH and rule.limit is not None and math.isfinite(aux):
+    if rule.kind is RuleKind.GROWTH and rule.judges_time_to_limit and math.isfinite(aux):
         return f"fitted trend reaches the limit in {format_duration(max(aux, 0.0))}"
     return ""
 
@@ -788,21 +795,36 @@ class HealthEngine:
         coverage = counts / max(rule.window_s / cycle.step, 1.0)
         return trend, enough, coverage
 
+    def _limits(self, rule: Rule, rows: int) -> FloatArray:
+        """Each row's limit for a time-to-limit rule (NaN: none known)."""
+        if rule.time_to_limit_s is None:
+            return np.full(rows, np.nan)
+        if rule.limit_signal is not None:
+            newest = self._store.last_value.get(rule.limit_signal)
+            if newest is None:
+                return np.full(rows, np.nan)
+            limits = np.asarray(newest[:rows], dtype=np.float64)
+            return np.where(limits > 0, limits, np.nan)
+        return np.full(rows, np.nan if rule.limit is None else rule.limit)
+
     def _growth_condition(
-        self, rule: Rule, trend: Trend, enough: BoolArray
+        self, rule: Rule, trend: Trend, enough: BoolArray, limits: FloatArray
     ) -> tuple[FloatArray, BoolArray, BoolArray, FloatArray, FloatArray]:
-        """Slope per hour, breach condition, breached-by-time-to-limit, needed slope, time left."""
+        """Slope per hour, breach condition, judged-by-time-to-limit, the slope that would
+        reach the limit in time, time left (NaN without a limit)."""
         slope = trend.supported * 3600.0
-        by_slope = enough & (slope > rule.threshold)
         rows = len(slope)
-        by_limit = np.zeros(rows, dtype=bool)
-        needed = np.full(rows, np.nan)
-        left = np.full(rows, np.nan)
-        if rule.limit is not None and rule.time_to_limit_s is not None:
-            needed = (rule.limit - trend.level) / rule.time_to_limit_s * 3600.0
-            left = np.where(slope > 0, (rule.limit - trend.level) / slope * 3600.0, np.inf)
-            by_limit = enough & (slope > 0) & (slope >= needed)
-        return slope, by_slope | by_limit, by_limit & ~by_slope, needed, left
+        known = np.isfinite(limits)
+        by_slope = enough & ~known & (slope > rule.threshold)
+        if rule.time_to_limit_s is None or not known.any():
+            return slope, by_slope, np.zeros(rows, dtype=bool), np.full(rows, np.nan), limits
+        headroom = limits - trend.level
+        needed = headroom / rule.time_to_limit_s * 3600.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            left = np.where(slope > 0, headroom / slope * 3600.0, np.inf)
+        left = np.where(known, left, np.nan)
+        by_limit = enough & known & (slope > 0) & (left <= rule.time_to_limit_s)
+        return slope, by_slope | by_limit, by_limit, needed, left
 
     def _growth(
         self,
@@ -842,6 +864,7 @@ class HealthEngine:
             breached=breached,
             by_time_to_limit=by_limit,
             needed=fit.needed,
+            limits=fit.limits,
         )
 
     def _fit(self, rule: Rule, cycle: _Cycle, memory: _RuleMemory) -> _Fit:
@@ -859,16 +882,26 @@ class HealthEngine:
         ):
             return fit
         trend, enough, coverage = self._trend(rule, cycle)
-        slope, condition, by_limit, needed, left = self._growth_condition(rule, trend, enough)
+        limits = self._limits(rule, rows)
+        slope, condition, by_limit, needed, left = self._growth_condition(
+            rule, trend, enough, limits
+        )
         if rule.sustain_s > 0 and backfilled:
-            self._restore_since(rule, cycle, memory, condition)
+            self._restore_since(rule, cycle, memory, condition, limits)
         typical = trend.slope * 3600.0
-        fit = _Fit(now, key, slope, typical, condition, by_limit, needed, left, enough, coverage)
+        fit = _Fit(
+            now, key, slope, typical, condition, by_limit, needed, left, enough, coverage, limits
+        )
         memory.fit = fit
         return fit
 
     def _restore_since(
-        self, rule: Rule, cycle: _Cycle, memory: _RuleMemory, condition_now: BoolArray
+        self,
+        rule: Rule,
+        cycle: _Cycle,
+        memory: _RuleMemory,
+        condition_now: BoolArray,
+        limits: FloatArray,
     ) -> None:
         """After a backfill, find how long the growth condition has held from the history."""
         rows = cycle.rows
@@ -882,7 +915,7 @@ class HealthEngine:
         unbroken = backfilled.copy()
         for at in instants[::-1]:
             trend, enough, _ = self._trend(rule, cycle, float(at))
-            _, condition, _, _, _ = self._growth_condition(rule, trend, enough)
+            _, condition, _, _, _ = self._growth_condition(rule, trend, enough, limits)
             condition &= float(at) >= cycle.warm_end
             unbroken &= condition
             holds_since[unbroken] = at
@@ -966,13 +999,14 @@ class HealthEngine:
             rule, outcome = rules[index], outcomes[index]
             observed = float(outcome.observed[row])
             threshold = rule.threshold
-            by_limit = outcome.by_time_to_limit is not None and bool(outcome.by_time_to_limit[row])
-            if by_limit and outcome.needed is not None:
+            limit: float | None = None
+            if outcome.by_time_to_limit is not None and bool(outcome.by_time_to_limit[row]):
+                assert outcome.needed is not None
+                assert outcome.limits is not None
                 threshold = float(outcome.needed[row])
+                limit = float(outcome.limits[row])
             holding = bool(outcome.holding[row])
-            text = reason_text(
-                rule, observed, threshold, by_time_to_limit=by_limit, holding=holding
-            )
+            text = reason_text(rule, observed, threshold, limit=limit, holding=holding)
             reasons.setdefault(row, []).append(
                 Reason(rule.name, rule.signal, rule.kind, observed, threshold, rule.window_s, text)
             )

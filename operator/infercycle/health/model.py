@@ -106,11 +106,13 @@ class Verdict:
 
 
 def reason_text(
-    rule: Rule, observed: float, threshold: float, *, by_time_to_limit: bool, holding: bool
+    rule: Rule, observed: float, threshold: float, *, limit: float | None, holding: bool
 ) -> str:
     """``memory-leak: memory growth 512.0Mi/h > 256.0Mi/h over 1h`` and its siblings.
 
-    A breach held by hysteresis says so, with the level at which it clears.
+    ``limit`` is the pod's limit when the rule judged it by time to limit (``threshold`` is
+    then the slope that reaches it in time). A breach held by hysteresis says so, with the
+    level at which it clears.
     """
     window = format_duration(rule.window_s)
     seen = format_level(rule, observed)
@@ -128,11 +130,12 @@ def reason_text(
             f"clears {'under' if upward else 'over'} {format_level(rule, rule.clear)}"
         )
     if kind is RuleKind.GROWTH:
-        if by_time_to_limit and rule.limit is not None and rule.time_to_limit_s is not None:
-            limit = format_value(rule.signal, rule.limit)
+        if limit is not None and rule.time_to_limit_s is not None:
             within = format_duration(rule.time_to_limit_s)
+            source = f" ({rule.limit_signal})" if rule.limit_signal else ""
             return (
-                f"{rule.name}: {rule.signal} growth {seen} reaches {limit} within {within} "
+                f"{rule.name}: {rule.signal} growth {seen} reaches the limit "
+                f"{format_value(rule.signal, limit)}{source} within {within} "
                 f"(fitted over {window})"
             )
         return f"{rule.name}: {rule.signal} growth {seen} > {level} over {window}"

@@ -20,8 +20,8 @@ def fast_health() -> dict[str, Any]:
         if rule.kind == RuleKind.GROWTH:
             # Enough samples per fit bucket that a few seconds' spike cannot tilt the slope.
             override.update(threshold="50Gi", clear="10Gi", window="60s", sustain="10s")
-            if rule.limit is not None:
-                override.update(limit="100Ti", timeToLimit="1m")
+            if rule.time_to_limit is not None:
+                override["timeToLimit"] = "1m"
         if rule.kind == RuleKind.BASELINE:
             override["baselineWindow"] = "10s"
         rules.append(override)

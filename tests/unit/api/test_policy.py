@@ -127,6 +127,27 @@ def test_clear_level_must_be_on_the_healthy_side(
         resolve_policy(spec)
 
 
+def test_a_limit_is_a_level_or_a_signal() -> None:
+    def rule(**fields: object) -> RecyclePolicySpec:
+        return RecyclePolicySpec.model_validate(
+            {"health": {"rules": [{"name": "memory-leak", "timeToLimit": "2h", **fields}]}}
+        )
+
+    fixed = resolve_policy(rule(limit="20Gi")).health.rules[0]
+    assert (fixed.limit, fixed.limit_signal, fixed.time_to_limit_s) == (20 * 2**30, None, 7200)
+    own = resolve_policy(rule(limit="memory_limit")).health.rules[0]
+    assert (own.limit, own.limit_signal) == (None, "memory_limit")
+    assert "memory_limit" in resolve_policy(rule(limit="memory_limit")).health.signals
+    with pytest.raises(
+        PolicyError, match=r"rules\[memory-leak\]\.limit: signal 'mem_limit' has no"
+    ):
+        resolve_policy(rule(limit="mem_limit"))
+    with pytest.raises(ValidationError, match="limit"):
+        rule(limit="twenty gigs")
+    with pytest.raises(PolicyError, match="only a growth rule has a limit"):
+        resolve_policy(rule(name="error-rate", limit="1"))
+
+
 def test_bad_strings_are_refused_with_the_field_and_the_form() -> None:
     with pytest.raises(ValidationError) as error:
         HealthSpec.model_validate({"warmup": "ten minutes"})

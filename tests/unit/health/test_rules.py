@@ -198,11 +198,53 @@ def test_growth_time_to_limit() -> None:
     ]
     assert verdict.degraded
     reason = verdict.reasons[0]
-    assert "reaches 16.0Gi within 6h" in reason.text
+    assert "reaches the limit 16.0Gi within 6h" in reason.text
     assert reason.threshold < 200 * MIB  # the growth that reaches the limit in time
     slow = Run(make_policy(rule), step_s=30)  # type: ignore[arg-type]
     slow.advance(3 * 3600, {POD: lambda t: {"memory": 8 * GIB + 200 * MIB * t / 3600}})
     assert not slow.ever_degraded(POD)
+
+
+def test_a_known_limit_replaces_the_slope_threshold() -> None:
+    """1 GiB/h is four times the threshold, but 84 GiB below a 96 GiB limit it has days to go:
+    the leak is left to run and the rule says when it would reach the limit."""
+    rule = leak_rule(limit=96 * GIB, time_to_limit_s=3 * 3600)
+    run = Run(make_policy(rule), step_s=30)  # type: ignore[arg-type]
+    verdict = run.advance(3 * 3600, {POD: lambda t: {"memory": 12 * GIB + GIB * t / 3600}})[POD]
+    assert not run.ever_degraded(POD)
+    evaluation = next(e for e in verdict.evaluations if e.rule.name == "memory-leak")
+    assert evaluation.state is RuleState.OK
+    hours = float(re.search(r"reaches the limit in (\d+)h", evaluation.detail).group(1))  # type: ignore[union-attr]
+    assert 75 <= hours <= 85
+
+
+def test_limit_signal_gives_each_pod_its_own_limit() -> None:
+    rule = leak_rule(limit_signal="memory_limit", time_to_limit_s=3 * 3600)
+    near, far, unknown = key("near"), key("far"), key("unknown")
+    run = Run(make_policy(rule), step_s=30)  # type: ignore[arg-type]
+
+    def leaking(limit: float | None) -> object:
+        return lambda t: {"memory": 12 * GIB + 600 * MIB * t / 3600, "memory_limit": limit}
+
+    run.advance(3 * 3600, {near: leaking(14 * GIB), far: leaking(64 * GIB), unknown: leaking(None)})
+    assert run.ever_degraded(near)  # from 13 GiB at 1.6 h, 600 MiB/h reaches 14 GiB in 1.7 h
+    assert not run.ever_degraded(far)  # 50 GiB of headroom: days away
+    assert run.ever_degraded(unknown)  # no limit known: 600 MiB/h > 256 MiB/h condemns it
+    reasons = {pod: verdict.reasons for pod, verdict in run.history[-1][1].items()}
+    assert "reaches the limit 14.0Gi (memory_limit) within 3h" in reasons[near][0].text
+    assert "> 256.0Mi/h" in reasons[unknown][0].text
+
+
+def test_a_limit_signal_that_goes_missing_keeps_its_last_value() -> None:
+    rule = leak_rule(limit_signal="memory_limit", time_to_limit_s=3 * 3600)
+    run = Run(make_policy(rule), step_s=30)  # type: ignore[arg-type]
+
+    def leaking(t: float) -> dict[str, float | None]:
+        limit = 64 * GIB if t < 600 else None  # kube-state-metrics answered once, then not
+        return {"memory": 12 * GIB + 600 * MIB * t / 3600, "memory_limit": limit}
+
+    run.advance(3 * 3600, {POD: leaking})
+    assert not run.ever_degraded(POD)
 
 
 # -- baseline ---------------------------------------------------------------------------------
