@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -53,6 +54,8 @@ HISTORY_S = resolve_policy().health.longest_window_s
 """Pre-filled history: the policy's longest window plus sustain (what the operator backfills)."""
 GIB = float(2**30)
 MIB = float(2**20)
+GPU_MIB = 80 * 1024.0
+MEMORY_LIMIT = 24 * GIB
 BUCKETS = ("0.05", "0.1", "0.25", "0.5", "1", "+Inf")
 # Cumulative share of requests at or below each bucket bound: a healthy pod (p99 ~0.1 s) and
 # a slow one (p99 ~0.45 s).
@@ -97,8 +100,10 @@ class Fleet:
             names=names,
             deployment=deployment,
             cpu=rng.uniform(2.0, 2.6, total),
-            memory=rng.uniform(10, 18, total) * GIB,
-            gpu_mib=rng.uniform(0.88, 0.92, total) * 80 * 1024,
+            # Leaking pods start close enough to their limit to be condemned within the run.
+            memory=np.where(leaking, rng.uniform(20.5, 21.5, total), rng.uniform(10, 18, total))
+            * GIB,
+            gpu_mib=rng.uniform(0.88, 0.92, total) * GPU_MIB,
             kv=rng.uniform(0.3, 0.42, total),
             rate=rng.uniform(2.0, 6.0, total),
             errors=rng.uniform(0.0005, 0.002, total),
@@ -110,23 +115,32 @@ class Fleet:
     def size(self) -> int:
         return len(self.names)
 
-    def gauges(self, t: np.ndarray | float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Instant values the engine would get, at time(s) ``t`` (seconds from the start of
-        history), for the pre-filled history."""
-        shape = (self.size,) if np.isscalar(t) else (self.size, len(np.atleast_1d(t)))
+    def gauges(
+        self, t: np.ndarray | float, rng: np.random.Generator, rows: slice = slice(None)
+    ) -> dict[str, np.ndarray]:
+        """Instant values the engine would get for the pods in ``rows``, at time(s) ``t``
+        (seconds from the start of history), for the pre-filled history."""
+        chosen = np.arange(self.size)[rows]
+        shape = (len(chosen),) if np.isscalar(t) else (len(chosen), len(np.atleast_1d(t)))
         tt = np.asarray(t, dtype=np.float64)
         noise = rng.standard_normal(shape)
         col = (slice(None),) if np.isscalar(t) else (slice(None), None)
-        p99 = np.where(self.slow, 0.45, 0.099)[col] * (1 + 0.04 * noise)
+
+        def pick(array: np.ndarray) -> np.ndarray:
+            return array[chosen][col]
+
+        p99 = pick(np.where(self.slow, 0.45, 0.099)) * (1 + 0.04 * noise)
         values = {
-            "cpu": self.cpu[col] * (1 + 0.05 * noise),
-            "memory": self.memory[col] + self.leak_per_s[col] * tt + 24 * MIB * noise,
-            "gpu_memory": self.gpu_mib[col] * MIB,
+            "cpu": pick(self.cpu) * (1 + 0.05 * noise),
+            "memory": pick(self.memory) + pick(self.leak_per_s) * tt + 24 * MIB * noise,
+            "gpu_memory": pick(self.gpu_mib) * MIB,
             "latency_p99": p99,
-            "kv_cache": np.clip(self.kv[col] + 0.02 * noise, 0, 1),
-            "request_rate": self.rate[col] * (1 + 0.04 * noise),
-            "error_rate": self.errors[col] * (1 + 0.3 * np.abs(noise)),
-            "requests_running": self.rate[col] * 0.3,
+            "kv_cache": np.clip(pick(self.kv) + 0.02 * noise, 0, 1),
+            "request_rate": pick(self.rate) * (1 + 0.04 * noise),
+            "error_rate": pick(self.errors) * (1 + 0.3 * np.abs(noise)),
+            "requests_running": pick(self.rate) * 0.3,
+            "memory_limit": pick(np.full(self.size, MEMORY_LIMIT)),
+            "gpu_memory_total": pick(np.full(self.size, GPU_MIB * MIB)),
         }
         return {name: np.broadcast_to(value, shape) for name, value in values.items()}
 
@@ -165,6 +179,15 @@ def openmetrics(fleet: Fleet, end: int, minutes: float, history_offset: float) -
     yield from family("container_memory_working_set_bytes", memory, ',container="vllm"', "{:.0f}")
     gpu = np.repeat(fleet.gpu_mib[:, None], len(times), axis=1)
     yield from family("DCGM_FI_DEV_FB_USED", gpu, ',gpu="0"', "{:.0f}")
+    yield from family("DCGM_FI_DEV_FB_FREE", GPU_MIB - gpu, ',gpu="0"', "{:.0f}")
+    ones = np.ones((fleet.size, len(times)))
+    yield from family(
+        "kube_pod_container_resource_limits",
+        ones * MEMORY_LIMIT,
+        ',container="vllm",resource="memory",unit="byte"',
+        "{:.0f}",
+    )
+    yield from family("kube_pod_container_info", ones, ',container="vllm"', "{:.0f}")
     requests = base / 10 + fleet.rate[:, None] * elapsed[None, :]
     cdf = np.where(fleet.slow[:, None], SLOW_CDF[None, :], HEALTHY_CDF[None, :])
     yield "# TYPE vllm:e2e_request_latency_seconds_bucket unknown\n"
@@ -206,13 +229,17 @@ def prefill(fleet: Fleet, engines: list[HealthEngine], keys: list[PodKey], end: 
     """``HISTORY_S`` of 15 s history for every pod, ending one step before ``end``."""
     rng = np.random.default_rng(3)
     times = np.arange(end - HISTORY_S, end, STEP_S, dtype=np.float64)
-    values = fleet.gauges(times - times[0], rng)
     started = end - 6 * HISTORY_S
-    for row, key in enumerate(keys):
-        engine = engines[fleet.deployment[row]]
-        for signal in engine.policy.signals:
-            points = np.column_stack([times, values[signal][row]])
-            engine.observe_series(key, started, signal, points)
+    # One deployment at a time, as the operator backfills: the generated history of the whole
+    # fleet at once would make this script's peak memory, not the engines'.
+    for deployment, engine in enumerate(engines):
+        rows = np.flatnonzero(fleet.deployment == deployment)
+        first, last = int(rows[0]), int(rows[-1]) + 1
+        values = fleet.gauges(times - times[0], rng, slice(first, last))
+        for offset, key in enumerate(keys[first:last]):
+            for signal in engine.policy.signals:
+                points = np.column_stack([times, values[signal][offset]])
+                engine.observe_series(key, started, signal, points)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,7 +407,7 @@ def measure(args: argparse.Namespace, fleet: Fleet, end: int, url: str) -> dict[
         "cpu_total_s": usage.ru_utime + usage.ru_stime,
         "load": (load_before, os.getloadavg()[0]),
         "pass_queries": all(c["queries"] == distinct + 1 for c in cycles),
-        "pass_cycle": max(c["total_s"] for c in cycles) < 5.0,
+        "pass_cycle": max(cast(float, c["total_s"]) for c in cycles) < 5.0,
         "pass_rss": hwm / 1024 < 500,
     }
 
@@ -455,14 +482,16 @@ def report(args: argparse.Namespace, r: dict[str, object]) -> None:
         f"{args.pods} --minutes {args.minutes:g} --cycles {args.cycles}`",
         "",
         "Series for every metric the default queries read (cAdvisor CPU and working set with a "
-        "`container` label, `DCGM_FI_DEV_FB_USED`, `vllm:e2e_request_latency_seconds_bucket` "
+        "`container` label, `DCGM_FI_DEV_FB_USED` and `DCGM_FI_DEV_FB_FREE`, kube-state-metrics' "
+        "`kube_pod_container_resource_limits` and `kube_pod_container_info`, "
+        "`vllm:e2e_request_latency_seconds_bucket` "
         f"with {len(BUCKETS)} buckets, `vllm:kv_cache_usage_perc`, `vllm:request_success_total`, "
         "`vllm:request_failure_total`, `vllm:num_requests_running`), labelled with namespace "
         "and pod, are backfilled with `promtool tsdb create-blocks-from openmetrics` and served "
         f"by a local Prometheus ({ADDRESS}, retention 30d). 1 % of the pods leak host memory and "
         "1 % are slow. Each cycle runs the operator's `PrometheusReader.snapshot` over the "
         "default query map (queries run concurrently) at an evaluation time inside the "
-        "backfilled range (the reader's `query_now` is overridden only to pass `time`), then "
+        "backfilled range (the reader's `evaluation_time`), then "
         f"feeds the answers to {args.deployments} `HealthEngine`s of {args.pods} pods, each "
         f"pre-filled with {HISTORY_S / 3600:g} h of 15 s history (the policy's longest window "
         "plus its sustain, what the operator backfills on start), and evaluates them all.",
