@@ -17,6 +17,7 @@ from typing import Any
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
 
 from infercycle.settings import OperatorSettings
 
@@ -63,6 +64,16 @@ class PrometheusReader:
             disable_ssl=not settings.prometheus_tls_verify,
             auth=auth,
             timeout=max(1, math.ceil(settings.query_timeout_s)),
+            # One quick retry at most: the cycle itself is the retry loop, and the client's own
+            # default (three, with growing back-off) outlasts the query timeout, so a refused
+            # connection would read as a timeout instead of as Prometheus being unreachable.
+            retry=Retry(
+                total=1,
+                backoff_factor=0.1,
+                status_forcelist=(502, 503, 504),
+                allowed_methods=("GET", "POST"),
+                respect_retry_after_header=False,
+            ),
         )
         if settings.prometheus_ca_file is not None and settings.prometheus_tls_verify:
             self._client._session.verify = str(settings.prometheus_ca_file)
