@@ -779,6 +779,16 @@ def write_markdown(
     ]
     for text, ok, detail in checks:
         lines.append(f"- {'PASS' if ok else 'FAIL'}: {text} ({detail})")
+    outside = ", ".join(
+        f"{r.strategy} {r.slo_minutes - r.incident_minutes:,.0f}"
+        for r in results
+        if r.strategy.startswith(("periodic", "infercycle"))
+    )
+    lines += [
+        "",
+        "SLO-violation pod-minutes outside the slow-dependency incident, which no restart can "
+        f"shorten: {outside}.",
+    ]
     if sensitivity:
         lines += [
             "",
