@@ -77,7 +77,6 @@ def test_valid_deployment_and_policy_are_accepted(installed: Cluster, namespace:
         ({"health": {"warmup": "ten minutes"}}, "spec.health.warmup"),
         ({"template": {"spec": {"containers": []}}}, "template.spec.containers must list"),
         ({"restartStrategy": "Reboot"}, "spec.restartStrategy"),
-        ({"health": {"rules": [{"name": "r", "limit": "1Gi"}]}}, "limit and timeToLimit"),
     ],
 )
 def test_invalid_deployments_are_refused_with_the_rule_message(

@@ -42,10 +42,6 @@ CEL_RULE_CHECKS: list[dict[str, str]] = [
         "fieldPath": ".threshold",
         "reason": "FieldValueInvalid",
     },
-    {
-        "rule": "has(self.limit) == has(self.timeToLimit)",
-        "message": "limit and timeToLimit go together: set both or neither",
-    },
 ]
 
 

@@ -148,6 +148,28 @@ def test_a_limit_is_a_level_or_a_signal() -> None:
         resolve_policy(rule(name="error-rate", limit="1"))
 
 
+def test_an_inherited_limit_takes_a_new_horizon_alone() -> None:
+    """Rules merge field by field: a layer may change timeToLimit without restating limit,
+    and the pair is checked once merged."""
+    layer = RecyclePolicySpec.model_validate(
+        {"health": {"rules": [{"name": "memory-leak", "timeToLimit": "6h"}]}}
+    )
+    rule = next(r for r in resolve_policy(layer).health.rules if r.name == "memory-leak")
+    assert (rule.limit_signal, rule.time_to_limit_s) == ("memory_limit", 6 * 3600)
+    alone = RecyclePolicySpec.model_validate(
+        {
+            "health": {
+                "rules": [
+                    {"name": "mine", "signal": "memory", "kind": "growth", "threshold": "1Gi"}
+                    | {"window": "1h", "timeToLimit": "1h"}
+                ]
+            }
+        }
+    )
+    with pytest.raises(PolicyError, match=r"rules\[mine\]: limit and timeToLimit go together"):
+        resolve_policy(alone)
+
+
 def test_bad_strings_are_refused_with_the_field_and_the_form() -> None:
     with pytest.raises(ValidationError) as error:
         HealthSpec.model_validate({"warmup": "ten minutes"})
