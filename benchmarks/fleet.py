@@ -218,25 +218,35 @@ class Strategy:
     name = ""
     label = ""
 
+    def __init__(self) -> None:
+        self._generation: dict[int, int] = {}
+
     def decide(self, t: float, fleet: Fleet) -> list[Pod]:
         raise NotImplementedError
+
+    def new_life(self, pod: Pod) -> bool:
+        """Whether ``pod`` restarted since this strategy last looked at it (its per-pod
+        state then starts over)."""
+        if self._generation.get(pod.index) == pod.generation:
+            return False
+        self._generation[pod.index] = pod.generation
+        return True
 
 
 class Liveness(Strategy):
     def __init__(self, period_s: float) -> None:
+        super().__init__()
         self.period = period_s
         self.name = f"liveness ({period_s:g} s probe)"
         self.label = f"liveness\n{period_s:g} s"
         self.failures: dict[int, int] = {}
-        self.generation: dict[int, int] = {}
 
     def decide(self, t: float, fleet: Fleet) -> list[Pod]:
         chosen = []
         for pod in fleet.pods:
             if not pod.running:
                 continue
-            if self.generation.get(pod.index) != pod.generation:
-                self.generation[pod.index] = pod.generation
+            if self.new_life(pod):
                 self.failures[pod.index] = 0
             probes = max(1, round(fleet_step(fleet) / self.period))
             for back in range(probes - 1, -1, -1):
@@ -267,16 +277,15 @@ class Alert(Strategy):
     label = "alert\nfor: 5m"
 
     def __init__(self) -> None:
+        super().__init__()
         self.since: dict[tuple[int, str], float] = {}
-        self.generation: dict[int, int] = {}
 
     def decide(self, t: float, fleet: Fleet) -> list[Pod]:
         chosen = []
         for pod in fleet.pods:
             if not pod.running:
                 continue
-            if self.generation.get(pod.index) != pod.generation:
-                self.generation[pod.index] = pod.generation
+            if self.new_life(pod):
                 self.since = {k: v for k, v in self.since.items() if k[0] != pod.index}
             memory = pod.sample.get("memory")
             p99 = pod.sample.get("latency_p99") if pod.serving_at(t) else None
@@ -299,6 +308,7 @@ class Alert(Strategy):
 
 class Periodic(Strategy):
     def __init__(self, seed: int, lifetime_h: float) -> None:
+        super().__init__()
         self.name = f"periodic ({lifetime_h:g} h)"
         self.label = f"periodic\n{lifetime_h:g} h"
         self.lifetime = lifetime_h * HOUR
@@ -324,6 +334,7 @@ class InferCycle(Strategy):
     label = "InferCycle\ndefault"
 
     def __init__(self, policy: EffectivePolicy, name: str = "") -> None:
+        super().__init__()
         self.name = name or self.name
         self.policy = policy
         self.engine = HealthEngine(policy.health)
@@ -543,10 +554,6 @@ def summarise(
         extra=extra,
         by_scenario=by_scenario,
     )
-
-
-def replace_name(result: Result, name: str) -> Result:
-    return dataclasses.replace(result, strategy=name)
 
 
 def scenario_name(index: int) -> str:
@@ -843,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(InferCycle(with_time_to_limit(horizon), name), args.seed, args.days, args.step)
         print(f"{result.strategy}: {result.seconds:.1f} s", file=sys.stderr)
         sensitivity.append(result)
-    sensitivity[0] = replace_name(sensitivity[0], "timeToLimit 2h (default)")
+    sensitivity[0] = dataclasses.replace(sensitivity[0], strategy="timeToLimit 2h (default)")
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = write_markdown(results, checks, args, sensitivity)
     (args.out / "fleet.md").write_text(markdown)

@@ -139,8 +139,8 @@ class Fleet:
             "request_rate": pick(self.rate) * (1 + 0.04 * noise),
             "error_rate": pick(self.errors) * (1 + 0.3 * np.abs(noise)),
             "requests_running": pick(self.rate) * 0.3,
-            "memory_limit": pick(np.full(self.size, MEMORY_LIMIT)),
-            "gpu_memory_total": pick(np.full(self.size, GPU_MIB * MIB)),
+            "memory_limit": np.full(shape, MEMORY_LIMIT),
+            "gpu_memory_total": np.full(shape, GPU_MIB * MIB),
         }
         return {name: np.broadcast_to(value, shape) for name, value in values.items()}
 

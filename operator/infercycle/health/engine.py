@@ -817,7 +817,8 @@ class HealthEngine:
         known = np.isfinite(limits)
         by_slope = enough & ~known & (slope > rule.threshold)
         if rule.time_to_limit_s is None or not known.any():
-            return slope, by_slope, np.zeros(rows, dtype=bool), np.full(rows, np.nan), limits
+            unknown = np.full(rows, np.nan)
+            return slope, by_slope, np.zeros(rows, dtype=bool), unknown, unknown
         headroom = limits - trend.level
         needed = headroom / rule.time_to_limit_s * 3600.0
         with np.errstate(divide="ignore", invalid="ignore"):
