@@ -29,6 +29,8 @@ def test_two_leaking_pods_of_eight_are_recycled_one_at_a_time(
     fleet: Fleet = make_fleet("llm", replicas=8)
     before = fleet.wait_ready(8)
     leaky = sorted(before)[2], sorted(before)[5]
+    # Ready pods reach the client Service's EndpointSlice a moment later; measure from there.
+    cluster.wait_for("8 serving endpoints", lambda: fleet.serving_endpoints() == 8, timeout=60)
     with EndpointWatch(fleet) as endpoints:
         for pod in leaky:
             fleet.set_scenario(pod, "leak", LEAK)
