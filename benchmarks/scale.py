@@ -37,7 +37,7 @@ from typing import cast
 import numpy as np
 
 from infercycle.api.policy import resolve_policy
-from infercycle.controller import _query_label
+from infercycle.cycle.state import QuerySet
 from infercycle.health import HealthEngine, PodKey
 from infercycle.prom.reader import PrometheusReader
 from infercycle.settings import OperatorSettings
@@ -332,11 +332,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, fleet: Fleet, end: int, url: str) -> dict[str, object]:
     policy = resolve_policy().health
-    queries: dict[str, str] = {}
+    query_set = QuerySet()
     for signal in (*policy.signals, "requests_running"):
         promql = policy.queries.get(signal)
         if promql:
-            queries[_query_label(signal, promql, queries)] = promql
+            query_set.add(signal, promql)
+    queries = query_set.by_label()
     reader = PrometheusReader(OperatorSettings(prometheus_url=url, query_timeout="30s"))
 
     engines = [HealthEngine(policy) for _ in range(args.deployments)]

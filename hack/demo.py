@@ -42,6 +42,9 @@ def kubectl(*args: str, capture: bool = True, stdin: str | None = None) -> str:
     return run("kubectl", f"--kubeconfig={KUBECONFIG}", *args, capture=capture, stdin=stdin)
 
 
+CYCLE_INTERVAL = "2s"
+
+
 def explain(prometheus: str) -> None:
     target = f"{NAMESPACE}/{NAME}"
     print(
@@ -53,6 +56,8 @@ def explain(prometheus: str) -> None:
             target,
             "--prometheus-url",
             prometheus,
+            "--cycle-interval",
+            CYCLE_INTERVAL,
             capture=True,
         )
     )
@@ -183,7 +188,7 @@ def main() -> int:
             "--prometheus-url",
             prometheus,
             "--cycle-interval",
-            "2s",
+            CYCLE_INTERVAL,
             "--log-format",
             "text",
         ],

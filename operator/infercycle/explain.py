@@ -23,12 +23,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("target", metavar="NAMESPACE/NAME")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
     parser.add_argument("--prometheus-url", help="Prometheus base URL")
+    parser.add_argument(
+        "--cycle-interval",
+        help='the operator\'s time between cycles, e.g. "30s" (default: INFERCYCLE_CYCLE_INTERVAL '
+        "or 30s): history is read at this step, as the operator reads it",
+    )
     parser.add_argument("--output", "-o", choices=["table", "json"], default="table")
     return parser
 
 
 async def _report(args: argparse.Namespace, settings: OperatorSettings) -> dict[str, Any]:
-    from infercycle.controller import FleetController, explain  # noqa: PLC0415
+    from infercycle.cycle.controller import FleetController  # noqa: PLC0415
+    from infercycle.cycle.explain import explain  # noqa: PLC0415
     from infercycle.kube.api import KubeApi, load_config  # noqa: PLC0415
     from infercycle.prom.reader import PrometheusReader  # noqa: PLC0415
 
@@ -105,7 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: name the deployment as NAMESPACE/NAME, e.g. serving/llama", file=sys.stderr)
         return 2
     try:
-        overrides = {"prometheus_url": args.prometheus_url} if args.prometheus_url else {}
+        overrides = {
+            key: value
+            for key, value in {
+                "prometheus_url": args.prometheus_url,
+                "cycle_interval": args.cycle_interval,
+            }.items()
+            if value
+        }
         settings = OperatorSettings(**overrides)
     except ValidationError as error:
         print(f"error: {error.errors()[0]['msg']}", file=sys.stderr)

@@ -13,37 +13,34 @@ from typing import Any
 import kopf
 
 from infercycle.api.resources import GROUP, VERSION
-from infercycle.controller import FleetController
-from infercycle.kube.workload import DEPLOYMENT_LABEL
+from infercycle.cycle.controller import FleetController
+from infercycle.cycle.state import DEPLOYMENT_LABEL
 
 log = logging.getLogger("infercycle.handlers")
 INFD = (GROUP, VERSION, "inferencedeployments")
 RCP = (GROUP, VERSION, "recyclepolicies")
 
-_runtime: dict[str, Any] = {}
+
+def memo_for(controller: FleetController) -> kopf.Memo:
+    """What ``kopf.run(memo=...)`` hands every handler: the controller and its cycle task."""
+    return kopf.Memo(controller=controller, task=None)
 
 
-def install(controller: FleetController, namespaces: list[str]) -> None:
-    """Hand the controller to the handlers before kopf starts."""
-    _runtime["controller"] = controller
-    _runtime["namespaces"] = set(namespaces)
-
-
-def _controller() -> FleetController:
-    controller = _runtime.get("controller")
+def _controller(memo: kopf.Memo) -> FleetController:
+    controller = memo.get("controller")
     if not isinstance(controller, FleetController):
-        msg = "handlers used before install(): start the operator with `infercycle run`"
+        msg = "handlers used without a controller in memo: start the operator with `infercycle run`"
         raise kopf.PermanentError(msg)
     return controller
 
 
-def _watched(namespace: str | None) -> bool:
-    wanted: set[str] = _runtime.get("namespaces") or set()
+def _watched(memo: kopf.Memo, namespace: str | None) -> bool:
+    wanted = set(_controller(memo).settings.namespaces or ())
     return not wanted or namespace in wanted
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -52,13 +49,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
-    controller = _controller()
-    _runtime["task"] = asyncio.create_task(_cycle_forever(controller), name="infercycle-cycle")
+    controller = _controller(memo)
+    memo["task"] = asyncio.create_task(_cycle_forever(controller), name="infercycle-cycle")
 
 
 @kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    task = _runtime.pop("task", None)
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.pop("task", None)
     if isinstance(task, asyncio.Task):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -78,10 +75,8 @@ async def _cycle_forever(controller: FleetController) -> None:
 
 
 @kopf.on.probe(id="lastCycleSecondsAgo")
-def last_cycle(**_: Any) -> float | None:
-    from infercycle import fleet_metrics  # noqa: PLC0415
-
-    stamp = fleet_metrics.LAST_CYCLE._value.get()
+def last_cycle(memo: kopf.Memo, **_: Any) -> float | None:
+    stamp = _controller(memo).last_cycle_at
     return round(time.time() - stamp, 1) if stamp else None
 
 
@@ -89,11 +84,11 @@ def last_cycle(**_: Any) -> float | None:
 
 
 @kopf.on.event(*INFD)
-def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+def deployment_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     namespace, name = body.metadata.namespace, body.metadata.name
-    if not _watched(namespace) or namespace is None or name is None:
+    if not _watched(memo, namespace) or namespace is None or name is None:
         return
-    registry = _controller().registry
+    registry = _controller(memo).registry
     if type == "DELETED":
         registry.deployments.pop((namespace, name), None)
     else:
@@ -101,14 +96,14 @@ def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
-def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if _watched(body.metadata.namespace):
-        _controller().registry.put_pod(dict(body), deleted=type == "DELETED")
+def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if _watched(memo, body.metadata.namespace):
+        _controller(memo).registry.put_pod(dict(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(*RCP)
-def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    policies = _controller().registry.policies
+def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    policies = _controller(memo).registry.policies
     name = str(body.metadata.name)
     if type == "DELETED":
         policies.pop(name, None)
@@ -117,8 +112,8 @@ def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "namespaces")
-def namespace_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    namespaces = _controller().registry.namespaces
+def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    namespaces = _controller(memo).registry.namespaces
     name = str(body.metadata.name)
     if type == "DELETED":
         namespaces.pop(name, None)
@@ -132,11 +127,11 @@ def namespace_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 @kopf.on.resume(*INFD)
 @kopf.on.create(*INFD)
 @kopf.on.update(*INFD, field="spec")
-async def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    if not _watched(body.metadata.namespace):
+async def reconcile(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+    if not _watched(memo, body.metadata.namespace):
         return
     try:
-        await asyncio.to_thread(_controller().reconcile_children, dict(body))
+        await asyncio.to_thread(_controller(memo).reconcile_children, dict(body))
     except ValueError as error:  # invalid spec or policy: say so; retrying will not help
         kopf.warn(body, reason="PolicyInvalid", message=str(error))
         raise kopf.PermanentError(str(error)) from error
@@ -146,8 +141,8 @@ async def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 @kopf.on.delete(*INFD)
-def deleted(body: kopf.Body, **_: Any) -> None:
+def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go with their owner (owner references); the engine forgets the fleet."""
     namespace, name = body.metadata.namespace, body.metadata.name
     if namespace is not None and name is not None:
-        _controller().forget((namespace, name))
+        _controller(memo).forget((namespace, name))

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from infercycle import errors
 from infercycle.api.policy import HealthPolicy, PolicyError, RecyclePolicySpec, resolve_policy
 from infercycle.health import HealthEngine, PodKey
 
@@ -37,8 +38,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-class ReplayError(Exception):
-    """Input that cannot be replayed; the message says where and what."""
+ReplayError = errors.TraceError
 
 
 Sample = tuple[float, str, dict[str, float | None]]

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from infercycle import handlers  # noqa: PLC0415
-    from infercycle.controller import FleetController  # noqa: PLC0415
+    from infercycle.cycle.controller import FleetController  # noqa: PLC0415
     from infercycle.kube.api import KubeApi, load_config  # noqa: PLC0415
     from infercycle.prom.reader import PrometheusReader  # noqa: PLC0415
 
@@ -83,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     kube = KubeApi(load_config(args.kubeconfig))
     controller = FleetController(settings, kube, reader)
-    handlers.install(controller, settings.namespaces)
     start_http_server(settings.metrics_port)
     kopf.run(
+        memo=handlers.memo_for(controller),
         standalone=True,
         clusterwide=True,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",

@@ -18,6 +18,7 @@ from typing import TypeVar
 import aiohttp
 from pydantic import ValidationError
 
+from infercycle import errors
 from infercycle.agent.protocol import (
     AgentStatus,
     CheckpointResult,
@@ -40,8 +41,7 @@ __all__ = [
 _M = TypeVar("_M", bound=WireModel)
 
 
-class AgentClientError(Exception):
-    """Base of the errors an ``AgentClient`` call raises."""
+AgentClientError = errors.AgentClientError
 
 
 class AgentError(AgentClientError):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from infercycle import errors
 from infercycle.agent.protocol import StateSource
 from infercycle.api.units import parse_quantity
 
@@ -18,8 +19,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
 
-class ConfigError(Exception):
-    """The settings cannot work; the message names the flag, its variable and the fix."""
+ConfigError = errors.AgentConfigError
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infercycle import errors
 from infercycle.agent.config import AgentConfig
 from infercycle.agent.hook import HookError, SessionHook
 from infercycle.agent.process import (
@@ -80,7 +81,7 @@ _STORE_STATUS: dict[type[StoreError], int] = {
 }
 
 
-class AgentOperationError(Exception):
+class AgentOperationError(errors.AgentSideError):
     """An operation failed; carries the HTTP status, a stable code and an actionable message."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

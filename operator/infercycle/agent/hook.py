@@ -7,12 +7,13 @@ from typing import Literal
 
 import aiohttp
 
+from infercycle import errors
 from infercycle.agent.store import state_too_large
 
 _JSON_DOCUMENT = re.compile(rb"\s*[\[{]")
 
 
-class HookError(Exception):
+class HookError(errors.AgentSideError):
     code = "session_hook_failed"
 
     def __init__(self, message: str) -> None:

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from infercycle import errors
+
 PROC = Path("/proc")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class ProcessError(Exception):
+class ProcessError(errors.AgentSideError):
     """The server process could not be signalled; ``message`` says why and what to do."""
 
     code = "server_process_error"

@@ -35,6 +35,7 @@ from typing import BinaryIO, Literal, TypeVar
 
 from pydantic import ValidationError
 
+from infercycle import errors
 from infercycle.agent.protocol import CheckpointSummary, StateSource, WireModel
 
 FORMAT_VERSION = 1
@@ -55,7 +56,7 @@ _T = TypeVar("_T")
 Layout = Literal["files", "pack"]
 
 
-class StoreError(Exception):
+class StoreError(errors.AgentSideError):
     """A checkpoint could not be written or used; ``message`` says why and what to do."""
 
     code = "checkpoint_failed"

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, Field, model_validator
 
+from infercycle import errors
 from infercycle.api.base import ApiModel
 from infercycle.api.units import (
     QUANTITY_PATTERN,
@@ -460,8 +461,7 @@ class EffectivePolicy:
     sources: tuple[str, ...] = ("built-in defaults",)
 
 
-class PolicyError(ValueError):
-    """A merged policy that cannot be used; the message names the field and the fix."""
+PolicyError = errors.PolicyError
 
 
 def _camel(name: str) -> str:

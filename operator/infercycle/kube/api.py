@@ -7,13 +7,14 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from infercycle import errors
 from infercycle.api.resources import GROUP, VERSION
+from infercycle.cycle.ports import EvictionOutcome
 from infercycle.kube.workload import SERVING_LABEL, TOKEN_KEY, Manifest, agent_secret_name
 from infercycle.recycle.fleet import PodState
 
@@ -22,14 +23,7 @@ FIELD_MANAGER = "infercycle"
 PLURAL = "inferencedeployments"
 
 
-class EvictionOutcome(StrEnum):
-    EVICTED = "Evicted"
-    BLOCKED = "Blocked"  # 429: the PodDisruptionBudget refuses it now
-    GONE = "Gone"  # the pod (or this UID of it) no longer exists
-
-
-class ConflictError(RuntimeError):
-    """The object changed since it was read; read it again and retry."""
+ConflictError = errors.ConflictError
 
 
 def load_config(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:

@@ -13,10 +13,11 @@ from typing import Any
 from infercycle.api.policy import EffectivePolicy
 from infercycle.api.resources import API_VERSION, InferenceDeploymentSpec, RestartStrategy
 from infercycle.api.units import parse_duration
+from infercycle.cycle.state import DEPLOYMENT_LABEL
 
 Manifest = dict[str, Any]
 
-DEPLOYMENT_LABEL = "infercycle.io/deployment"
+
 SERVING_LABEL = "infercycle.io/serving"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "infercycle"}
 SESSION_VOLUME = "sessions"

@@ -1,9 +1,11 @@
 """The recycle state machine: one step per call, persisted before any action.
 
 A recycle walks Draining -> Checkpointing -> Restarting -> WaitingReady -> Undraining ->
-Verifying. ``next_move`` looks at the persisted operation and at what the cluster shows now,
-and returns a ``Move``: the operation to persist *before* acting, the one action to perform,
-and what to record. Because the step is written first and every action is either idempotent
+Verifying. ``next_move`` looks at the persisted operation, at what the cluster shows now and at
+the outcome of the action it asked for last (``Observation.outcome``), and returns a ``Move``:
+the operation to persist *before* acting, the one action to perform, and what to record. Every
+decision is made here, the fall-back from InPlace to Recreate included; the executor only
+persists and performs. Because the step is written first and every action is either idempotent
 (labels, checkpoints) or guarded by the pod's UID and restart count (restarts), an operator that
 dies at any point resumes from status without restarting a pod twice.
 """
@@ -35,15 +37,48 @@ class Action(StrEnum):
     UNDRAIN = "Undrain"
 
 
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to post on the InferenceDeployment."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+def _normal(reason: str, message: str) -> Event:
+    return Event(EventType.NORMAL, reason, message)
+
+
+def _warning(reason: str, message: str) -> Event:
+    return Event(EventType.WARNING, reason, message)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """How the action of the previous move went, as the executor reports it."""
+
+    action: Action
+    ok: bool
+    error: str | None = None
+    checkpoint: CheckpointRecord | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What the driver sees of the pod being recycled in this cycle."""
+    """What the driver sees of the pod being recycled, and how its last action went."""
 
     pod: PodState | None
     requests_running: float | None = None
     degraded: bool | None = None
     agent_enabled: bool = True
     metrics_ok: bool = True
+    outcome: ActionOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +88,13 @@ class Move:
     action: Action
     operation: RecycleOperation | None
     record: RecycleRecord | None = None
-    event: tuple[str, str, str] | None = None  # (Normal|Warning, Reason, message)
+    event: Event | None = None
     waiting: str | None = None
+
+    @property
+    def finishes(self) -> bool:
+        """The operation ends with this move (its record goes to history)."""
+        return self.operation is None
 
 
 def start_operation(
@@ -71,6 +111,35 @@ def start_operation(
         reasons=list(reasons[:8]),
         restart_count=pod.restart_count,
     )
+
+
+def start(
+    pod: PodState,
+    reasons: tuple[str, ...],
+    strategy: RestartStrategy,
+    now: float,
+    *,
+    dry_run: bool = False,
+) -> Move:
+    """The first move of a recycle the planner chose: persist the operation (or, in dry-run,
+    record the decision and stop there)."""
+    reason_text = "; ".join(reasons) or "degraded"
+    if dry_run:
+        record = RecycleRecord(
+            pod=pod.name,
+            uid=pod.uid,
+            result=RecycleResult.DRY_RUN,
+            strategy=strategy,
+            started_at=to_timestamp(now),
+            finished_at=to_timestamp(now),
+            reasons=list(reasons[:8]),
+            message="dry-run: decided, not acted on",
+        )
+        message = f"would recycle {pod.name}: {reason_text}"
+        return Move(Action.NONE, None, record, _normal("DryRunRecycle", message), message)
+    operation = start_operation(pod, reasons, strategy, now)
+    message = f"recycling {pod.name} ({strategy.value}): {reason_text}"
+    return Move(Action.NONE, operation, event=_normal("RecycleStarted", message))
 
 
 def _enter(
@@ -119,17 +188,24 @@ def next_move(op: RecycleOperation, seen: Observation, timings: RecycleTimings, 
             Action.NONE,
             None,
             finish(op, RecycleResult.ABANDONED, now, message),
-            ("Warning", "RecycleAbandoned", message),
+            _warning("RecycleAbandoned", message),
         )
+    outcome = seen.outcome
     if step is RecycleStep.DRAINING:
         return _drain(op, seen, timings, now)
     if step is RecycleStep.CHECKPOINTING:
+        if outcome is not None and outcome.action is Action.CHECKPOINT:
+            return _after_checkpoint(op, now, outcome)
         return Move(Action.CHECKPOINT, op, waiting=f"checkpointing sessions of {op.pod}")
     if step is RecycleStep.RESTARTING:
+        if outcome is not None and outcome.action is Action.RESTART_IN_PLACE and not outcome.ok:
+            return _after_failed_restart(op, timings, now, outcome.error or "unknown error")
         return _restart(op, seen, timings, now)
     if step is RecycleStep.WAITING_READY:
         return _wait_ready(op, seen, timings, now)
     if step is RecycleStep.UNDRAINING:
+        if outcome is not None and outcome.action is Action.UNDRAIN:
+            return _after_undrain(op, now)
         return Move(Action.UNDRAIN, op, waiting=f"returning {op.pod} to the client Service")
     return _verify(op, seen, timings, now)
 
@@ -138,7 +214,7 @@ def _drain(op: RecycleOperation, seen: Observation, timings: RecycleTimings, now
     assert seen.pod is not None
     if seen.pod.serving:
         return Move(
-            Action.DRAIN, op, event=("Normal", "Draining", f"{op.pod} leaves the client Service")
+            Action.DRAIN, op, event=_normal("Draining", f"{op.pod} leaves the client Service")
         )
     waited = _in_step_for(op, now)
     idle = seen.requests_running is not None and seen.requests_running <= 0
@@ -155,7 +231,7 @@ def _drain(op: RecycleOperation, seen: Observation, timings: RecycleTimings, now
         return Move(
             Action.CHECKPOINT,
             _enter(op, RecycleStep.CHECKPOINTING, now),
-            event=("Normal", "Checkpointing", f"{op.pod} {note}; checkpointing sessions"),
+            event=_normal("Checkpointing", f"{op.pod} {note}; checkpointing sessions"),
         )
     return _begin_restart(op, now, f"{op.pod} {note}; no agent, sessions are not checkpointed")
 
@@ -165,22 +241,37 @@ def _begin_restart(op: RecycleOperation, now: float, note: str) -> Move:
     action = Action.RESTART_IN_PLACE if strategy is RestartStrategy.IN_PLACE else Action.EVICT
     restarting = _enter(op, RecycleStep.RESTARTING, now, restart_requested=True)
     how = "restarting the server in place" if action is Action.RESTART_IN_PLACE else "evicting"
-    return Move(action, restarting, event=("Normal", "Restarting", f"{note}; {how}"))
+    return Move(action, restarting, event=_normal("Restarting", f"{note}; {how}"))
 
 
-def after_checkpoint(
-    op: RecycleOperation, now: float, record: CheckpointRecord | None, error: str | None
-) -> Move:
+def _after_checkpoint(op: RecycleOperation, now: float, outcome: ActionOutcome) -> Move:
     """Continue once the agent answered (or failed): sessions are kept when it can."""
+    record = outcome.checkpoint if outcome.ok else None
     if record is not None:
         op = op.model_copy(update={"checkpoint": record})
         note = f"checkpoint {record.id} ({record.size_bytes} bytes, {record.duration_ms} ms)"
         return _begin_restart(op, now, note)
+    error = outcome.error or "no checkpoint returned"
     move = _begin_restart(op, now, f"checkpoint failed ({error}); sessions will not be restored")
-    return replace(move, event=("Warning", "CheckpointFailed", move.event[2] if move.event else ""))
+    message = move.event.message if move.event else error
+    return replace(move, event=_warning("CheckpointFailed", message))
 
 
-def escalate(op: RecycleOperation, now: float, why: str) -> Move:
+def _after_failed_restart(
+    op: RecycleOperation, timings: RecycleTimings, now: float, error: str
+) -> Move:
+    """The agent refused or could not be asked to restart the server."""
+    if timings.fallback_to_recreate:
+        return _escalate(op, now, f"in-place restart failed: {error}")
+    return Move(
+        Action.UNDRAIN,
+        None,
+        finish(op, RecycleResult.FAILED, now, error),
+        _warning("RecycleFailed", f"in-place restart failed: {error}"),
+    )
+
+
+def _escalate(op: RecycleOperation, now: float, why: str) -> Move:
     """InPlace could not do it: evict the pod instead (its UID guards against a double restart)."""
     escalated = _enter(
         op,
@@ -192,7 +283,7 @@ def escalate(op: RecycleOperation, now: float, why: str) -> Move:
         message=why,
     )
     return Move(
-        Action.EVICT, escalated, event=("Warning", "RecycleEscalated", f"{why}; evicting {op.pod}")
+        Action.EVICT, escalated, event=_warning("RecycleEscalated", f"{why}; evicting {op.pod}")
     )
 
 
@@ -202,7 +293,7 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
         return Move(
             Action.NONE,
             _enter(op, RecycleStep.WAITING_READY, now, new_uid=new_uid),
-            event=("Normal", "Restarted", f"{op.pod} restarted; waiting until it is Ready"),
+            event=_normal("Restarted", f"{op.pod} restarted; waiting until it is Ready"),
         )
     waited = _in_step_for(op, now)
     strategy = RestartStrategy(op.strategy)
@@ -220,11 +311,11 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
                 Action.UNDRAIN,
                 None,
                 finish(op, RecycleResult.ABANDONED, now, message),
-                ("Warning", "RecycleAbandoned", message),
+                _warning("RecycleAbandoned", message),
             )
         return Move(Action.EVICT, op, waiting=f"evicting {op.pod}")
     if waited > timings.ready_timeout_s / 2:
-        return escalate(op, now, f"{op.pod} did not restart in place within {waited:.0f}s")
+        return _escalate(op, now, f"{op.pod} did not restart in place within {waited:.0f}s")
     return Move(Action.NONE, op, waiting=f"waiting for the server in {op.pod} to restart")
 
 
@@ -236,7 +327,7 @@ def _wait_ready(
         return Move(
             Action.UNDRAIN,
             _enter(op, RecycleStep.UNDRAINING, now, new_uid=pod.uid),
-            event=("Normal", "Ready", f"{op.pod} is Ready again"),
+            event=_normal("Ready", f"{op.pod} is Ready again"),
         )
     waited = _in_step_for(op, now)
     if waited > timings.ready_timeout_s:
@@ -245,16 +336,16 @@ def _wait_ready(
             Action.UNDRAIN,
             None,
             finish(op, RecycleResult.FAILED, now, message),
-            ("Warning", "RecycleFailed", message),
+            _warning("RecycleFailed", message),
         )
     return Move(Action.NONE, op, waiting=f"waiting for {op.pod} to be Ready")
 
 
-def after_undrain(op: RecycleOperation, now: float) -> Move:
+def _after_undrain(op: RecycleOperation, now: float) -> Move:
     return Move(
         Action.NONE,
         _enter(op, RecycleStep.VERIFYING, now),
-        event=("Normal", "Undrained", f"{op.pod} is back in the client Service; verifying"),
+        event=_normal("Undrained", f"{op.pod} is back in the client Service; verifying"),
     )
 
 
@@ -275,8 +366,7 @@ def _verify(op: RecycleOperation, seen: Observation, timings: RecycleTimings, no
             return Move(
                 Action.DRAIN,
                 restarted,
-                event=(
-                    "Warning",
+                event=_warning(
                     "RecycleEscalated",
                     f"{op.pod} is still degraded after an in-place restart; recreating it",
                 ),
@@ -286,7 +376,7 @@ def _verify(op: RecycleOperation, seen: Observation, timings: RecycleTimings, no
             Action.NONE,
             None,
             finish(op, RecycleResult.FAILED, now, message),
-            ("Warning", "RecycleFailed", message),
+            _warning("RecycleFailed", message),
         )
     if not seen.metrics_ok:
         return Move(Action.NONE, op, waiting=f"verifying {op.pod}: waiting for metrics")
@@ -297,6 +387,6 @@ def _verify(op: RecycleOperation, seen: Observation, timings: RecycleTimings, no
             Action.NONE,
             None,
             finish(op, result, now, message),
-            ("Normal", "RecycleSucceeded", message),
+            _normal("RecycleSucceeded", message),
         )
     return Move(Action.NONE, op, waiting=f"verifying {op.pod}")

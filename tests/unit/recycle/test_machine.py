@@ -9,10 +9,11 @@ from infercycle.api.resources import CheckpointRecord, RecycleResult, RecycleSte
 from infercycle.recycle.fleet import PodState
 from infercycle.recycle.machine import (
     Action,
+    ActionOutcome,
+    Move,
     Observation,
-    after_checkpoint,
-    after_undrain,
     next_move,
+    start,
     start_operation,
 )
 
@@ -21,6 +22,16 @@ TIMINGS = RecycleTimings(
     drain_timeout_s=60, checkpoint_timeout_s=30, ready_timeout_s=300, verify_window_s=120
 )
 POD = PodState("vllm-0", "uid-a", ready=True, serving=True, running=True, restart_count=0)
+DRAINED = replace(POD, serving=False)
+
+
+def after_checkpoint(op, now, record, error) -> Move:  # type: ignore[no-untyped-def]
+    """The move that follows the agent's answer to the checkpoint the machine asked for."""
+    checkpointing = op.model_copy(update={"step": RecycleStep.CHECKPOINTING})
+    outcome = ActionOutcome(
+        Action.CHECKPOINT, ok=record is not None, error=error, checkpoint=record
+    )
+    return next_move(checkpointing, Observation(DRAINED, outcome=outcome), TIMINGS, now)
 
 
 def test_recreate_walk_from_drain_to_success() -> None:
@@ -54,7 +65,8 @@ def test_recreate_walk_from_drain_to_success() -> None:
     move = next_move(op, Observation(ready), TIMINGS, T0 + 40)
     assert move.action is Action.UNDRAIN
     assert move.operation is not None
-    move = after_undrain(move.operation, T0 + 41)
+    undrained = ActionOutcome(Action.UNDRAIN, ok=True)
+    move = next_move(move.operation, Observation(ready, outcome=undrained), TIMINGS, T0 + 41)
     assert move.operation is not None
     op = move.operation
     assert next_move(op, Observation(ready, degraded=False), TIMINGS, T0 + 60).operation == op
@@ -69,7 +81,7 @@ def test_a_resumed_restart_step_never_restarts_a_pod_twice() -> None:
     move = after_checkpoint(op, T0 + 1, None, "agent down")
     assert move.action is Action.RESTART_IN_PLACE
     assert move.event is not None
-    assert move.event[1] == "CheckpointFailed"
+    assert move.event.reason == "CheckpointFailed"
     op = move.operation
     assert op is not None
     # The operator died after persisting the step; on resume it waits instead of restarting again.
@@ -107,7 +119,7 @@ def test_drain_timeout_moves_on() -> None:
     op = start_operation(POD, ("r",), RestartStrategy.RECREATE, T0)
     move = next_move(op, Observation(replace(POD, serving=False), None), TIMINGS, T0 + 61)
     assert move.action is Action.CHECKPOINT
-    assert "drain timeout" in (move.event[2] if move.event else "")
+    assert "drain timeout" in (move.event.message if move.event else "")
 
 
 def test_without_agent_the_checkpoint_is_skipped() -> None:
@@ -147,3 +159,52 @@ def test_verify_waits_while_metrics_are_missing() -> None:
     move = next_move(op, Observation(POD, metrics_ok=False), TIMINGS, T0 + 10_000)
     assert move.operation == op
     assert move.record is None
+
+
+def test_a_failed_in_place_restart_falls_back_to_an_eviction_when_the_policy_allows() -> None:
+    op = after_checkpoint(
+        start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0), T0, None, "down"
+    ).operation
+    assert op is not None
+    failed = ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error="agent timed out")
+    move = next_move(op, Observation(DRAINED, outcome=failed), TIMINGS, T0 + 2)
+    assert move.action is Action.EVICT
+    assert move.operation is not None
+    assert move.operation.escalated
+    assert move.event is not None
+    assert move.event.reason == "RecycleEscalated"
+
+
+def test_a_failed_in_place_restart_without_fallback_returns_the_pod_and_records_failure() -> None:
+    op = after_checkpoint(
+        start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0), T0, None, "down"
+    ).operation
+    assert op is not None
+    failed = ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error="agent timed out")
+    strict = replace(TIMINGS, fallback_to_recreate=False)
+    move = next_move(op, Observation(DRAINED, outcome=failed), strict, T0 + 2)
+    assert move.action is Action.UNDRAIN
+    assert move.finishes
+    assert move.record is not None
+    assert move.record.result == RecycleResult.FAILED
+
+
+def test_an_outcome_of_another_action_is_not_taken_for_this_steps_answer() -> None:
+    op = start_operation(POD, ("r",), RestartStrategy.RECREATE, T0)
+    checkpointing = op.model_copy(update={"step": RecycleStep.CHECKPOINTING})
+    stray = ActionOutcome(Action.UNDRAIN, ok=True)
+    move = next_move(checkpointing, Observation(DRAINED, outcome=stray), TIMINGS, T0 + 1)
+    assert move.action is Action.CHECKPOINT
+    assert move.operation == checkpointing
+
+
+def test_start_in_dry_run_records_the_decision_and_persists_no_operation() -> None:
+    move = start(POD, ("memory-leak: growth",), RestartStrategy.IN_PLACE, T0, dry_run=True)
+    assert move.finishes
+    assert move.record is not None
+    assert move.record.result == RecycleResult.DRY_RUN
+    assert move.event is not None
+    assert move.event.reason == "DryRunRecycle"
+    live = start(POD, ("memory-leak: growth",), RestartStrategy.IN_PLACE, T0)
+    assert live.operation is not None
+    assert live.operation.step == RecycleStep.DRAINING

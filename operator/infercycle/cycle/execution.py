@@ -1,0 +1,307 @@
+"""Execution: performs what the recycle machine decided, through the ports, and nothing else.
+
+For a deployment with a recycle in flight, ``Executor.advance`` loops: read the persisted
+operation and the pod, ask ``recycle.machine.next_move``, persist the move's operation with a
+version-checked write, perform its one action, and hand the action's outcome to the machine on
+the next turn. Every decision (what next, when to give up, when to fall back from InPlace to
+Recreate) is the machine's. A write that loses a race (HTTP 409) stops the loop: the next cycle
+reads what won. ``start`` persists the first move of a recycle the planner chose;
+``undrain_orphans`` returns pods drained with no recycle in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from infercycle import fleet_metrics as metrics
+from infercycle.api.resources import (
+    MAX_HISTORY,
+    RecycleOperation,
+    RecycleRecord,
+    RestartStrategy,
+)
+from infercycle.api.units import from_timestamp
+from infercycle.cycle.ports import AgentConnector, EvictionOutcome, KubePort
+from infercycle.cycle.reporting import Reporter, normal, warning
+from infercycle.cycle.state import (
+    DeploymentContext,
+    DeploymentState,
+    Evaluation,
+    RecyclingState,
+)
+from infercycle.errors import AgentClientError, ConflictError
+from infercycle.recycle import machine
+from infercycle.recycle.fleet import PodState
+from infercycle.recycle.machine import Action, ActionOutcome, Move
+from infercycle.recycle.planner import Candidate
+
+log = logging.getLogger("infercycle.cycle")
+# Steps tried in one cycle at most: enough to go from an answered checkpoint to the restart,
+# or from Ready through the undrain to verifying, without looping on a confused cluster.
+MAX_STEPS_PER_CYCLE = 6
+
+PodReader = Callable[[DeploymentContext, dict[str, Any]], PodState]
+
+
+def reason_label(reasons: tuple[str, ...] | list[str]) -> str:
+    """Rule names only, so the metric's label values stay few."""
+    names = sorted({reason.split(":", 1)[0] for reason in reasons})
+    return ",".join(names)[:120] or "degraded"
+
+
+class Executor:
+    """Performs the recycle machine's moves for one cycle, through the ports."""
+
+    def __init__(
+        self,
+        kube: KubePort,
+        agents: AgentConnector,
+        reporter: Reporter,
+        read_pod: PodReader,
+        clock: Callable[[], float],
+    ) -> None:
+        self._kube = kube
+        self._agents = agents
+        self._reporter = reporter
+        self._pod_state = read_pod
+        self._clock = clock
+
+    # -- starting ----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        context: DeploymentContext,
+        state: DeploymentState,
+        evaluation: Evaluation,
+        candidate: Candidate,
+        *,
+        dry_run: bool,
+        now: float,
+    ) -> RecyclingState:
+        """Persist the first move of the recycle the planner chose, then advance it."""
+        assert context.spec is not None
+        strategy = RestartStrategy(context.spec.restart_strategy or RestartStrategy.IN_PLACE)
+        move = machine.start(candidate.pod, candidate.reasons, strategy, now, dry_run=dry_run)
+        namespace, name = context.key
+        if move.finishes:  # dry-run: the decision is recorded, nothing is done
+            if await self.persist(context, None, move.record):
+                metrics.RECYCLES.labels(
+                    namespace, name, reason_label(candidate.reasons), strategy.value, "DryRun"
+                ).inc()
+                if move.event is not None:
+                    await self._reporter.event(context.body, move.event)
+            return RecyclingState(False, "DryRun", move.waiting or "dry-run")
+        if not await self.persist(context, move.operation, None):
+            return RecyclingState(False, "Idle", "status changed meanwhile; retrying next cycle")
+        if move.event is not None:
+            await self._reporter.event(context.body, move.event)
+        return await self.advance(context, state, evaluation)
+
+    # -- advancing ---------------------------------------------------------------------------
+
+    async def advance(
+        self, context: DeploymentContext, state: DeploymentState, evaluation: Evaluation
+    ) -> RecyclingState:
+        """Advance the persisted operation by as many steps as can be done right now."""
+        assert context.spec is not None
+        assert context.policy is not None
+        namespace, name = context.key
+        timings = context.policy.recycle
+        agent_on = context.agent_enabled
+        waiting = "recycle in flight"
+        outcome: ActionOutcome | None = None
+        expected: RecycleOperation | None = None
+        for _ in range(MAX_STEPS_PER_CYCLE):
+            fresh = await asyncio.to_thread(self._kube.read_deployment, namespace, name)
+            if fresh is None:
+                return RecyclingState(False, "Idle", "deployment deleted")
+            raw = (fresh.get("status") or {}).get("operation")
+            if not raw:
+                return RecyclingState(False, "Idle", "recycle finished")
+            op = RecycleOperation.model_validate(raw)
+            if expected is not None and op != expected:
+                # Someone else wrote the operation since our last move: our outcome is not theirs.
+                outcome = None
+            live = await asyncio.to_thread(self._kube.read_pod, namespace, op.pod)
+            pod = self._pod_state(context, live) if live is not None else None
+            verdict = evaluation.verdict(pod) if pod is not None else None
+            metrics_ok = evaluation.metrics.available
+            seen = machine.Observation(
+                pod=pod,
+                requests_running=evaluation.requests_running_on(op.pod),
+                degraded=(verdict.degraded if verdict is not None else None)
+                if metrics_ok
+                else None,
+                agent_enabled=agent_on,
+                metrics_ok=metrics_ok,
+                outcome=outcome,
+            )
+            now = self._clock()
+            move = machine.next_move(op, seen, timings, now)
+            metrics.OPERATION_AGE.labels(namespace, name, op.step).set(
+                now - from_timestamp(op.started_at)
+            )
+            if move.waiting:
+                waiting = move.waiting
+            outcome, go_on = await self._perform(context, state, fresh, op, move, pod)
+            expected = move.operation
+            if not go_on:
+                break
+        return RecyclingState(True, "InProgress", waiting)
+
+    async def _perform(  # noqa: PLR0917 - one call site, each argument distinct
+        self,
+        context: DeploymentContext,
+        state: DeploymentState,
+        fresh: dict[str, Any],
+        op: RecycleOperation,
+        move: Move,
+        pod: PodState | None,
+    ) -> tuple[ActionOutcome | None, bool]:
+        """Persist ``move`` and perform its action; the outcome, and whether to go on now."""
+        namespace, name = context.key
+        if move.finishes:
+            # Undrain first, so a crash here can never leave the pod out of service.
+            if move.action is Action.UNDRAIN and pod is not None:
+                await asyncio.to_thread(self._kube.set_serving, namespace, op.pod, pod.uid, True)
+            if not await self.persist(context, None, move.record, clear=True, fresh=fresh):
+                return None, False
+            if move.record is not None:
+                metrics.RECYCLES.labels(
+                    namespace,
+                    name,
+                    reason_label(op.reasons),
+                    move.record.strategy,
+                    move.record.result,
+                ).inc()
+                metrics.OPERATION_AGE.labels(namespace, name, op.step).set(0)
+            if move.event is not None:
+                await self._reporter.event(fresh, move.event)
+            return None, False
+        current = move.operation
+        assert current is not None
+        if current != op and not await self.persist(context, current, None, fresh=fresh):
+            return None, False
+        if move.event is not None and move.action is not Action.EVICT:
+            await self._reporter.event(fresh, move.event)
+        action = move.action
+        if action is Action.NONE:
+            return None, current != op
+        if action is Action.DRAIN:
+            await asyncio.to_thread(
+                self._kube.set_serving, namespace, current.pod, current.uid, False
+            )
+            return None, False
+        if action is Action.UNDRAIN:
+            uid = pod.uid if pod is not None else current.new_uid or current.uid
+            await asyncio.to_thread(self._kube.set_serving, namespace, current.pod, uid, True)
+            return ActionOutcome(Action.UNDRAIN, ok=True), True
+        if action is Action.CHECKPOINT:
+            return await self._checkpoint(context, pod), True
+        if action is Action.RESTART_IN_PLACE:
+            done = await self._restart_in_place(context, pod)
+            if not done.ok:
+                await self._reporter.event(
+                    fresh, warning("AgentUnavailable", done.error or "agent unavailable")
+                )
+            return done, not done.ok
+        # Action.EVICT
+        outcome = await asyncio.to_thread(self._kube.evict, namespace, current.pod, current.uid)
+        if outcome is EvictionOutcome.BLOCKED:
+            await self._reporter.event_once(
+                fresh,
+                state,
+                warning(
+                    "EvictionBlocked",
+                    f"eviction of {current.pod} refused by its PodDisruptionBudget; waiting",
+                ),
+            )
+        elif move.event is not None:
+            await self._reporter.event(fresh, move.event)
+        return ActionOutcome(Action.EVICT, ok=outcome is not EvictionOutcome.BLOCKED), False
+
+    async def _checkpoint(self, context: DeploymentContext, pod: PodState | None) -> ActionOutcome:
+        agent = self._agents(context.body, pod.pod_ip if pod is not None else None)
+        if agent is None:
+            return ActionOutcome(
+                Action.CHECKPOINT, ok=False, error="the pod has no IP, so its agent is unreachable"
+            )
+        try:
+            record = await agent.checkpoint()
+        except AgentClientError as error:
+            return ActionOutcome(Action.CHECKPOINT, ok=False, error=str(error))
+        return ActionOutcome(Action.CHECKPOINT, ok=True, checkpoint=record)
+
+    async def _restart_in_place(
+        self, context: DeploymentContext, pod: PodState | None
+    ) -> ActionOutcome:
+        agent = self._agents(context.body, pod.pod_ip if pod is not None else None)
+        if agent is None:
+            return ActionOutcome(
+                Action.RESTART_IN_PLACE,
+                ok=False,
+                error="the pod has no IP, so its agent is unreachable",
+            )
+        try:
+            await agent.restart()
+        except AgentClientError as error:
+            return ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error=str(error))
+        return ActionOutcome(Action.RESTART_IN_PLACE, ok=True)
+
+    # -- between recycles --------------------------------------------------------------------
+
+    async def undrain_orphans(self, context: DeploymentContext) -> None:
+        """No operation holds a pod drained between recycles: put strays back in service."""
+        namespace = context.key[0]
+        for pod in context.pods:
+            if not pod.serving and not pod.terminating:
+                log.info("returning drained pod %s/%s to service", namespace, pod.name)
+                await asyncio.to_thread(self._kube.set_serving, namespace, pod.name, pod.uid, True)
+                await self._reporter.event(
+                    context.body,
+                    normal(
+                        "Undrained",
+                        f"{pod.name} was drained with no recycle in flight; returned to service",
+                    ),
+                )
+
+    # -- persistence -------------------------------------------------------------------------
+
+    async def persist(
+        self,
+        context: DeploymentContext,
+        operation: RecycleOperation | None,
+        record: RecycleRecord | None,
+        *,
+        clear: bool = False,
+        fresh: dict[str, Any] | None = None,
+    ) -> bool:
+        """Version-checked write of the operation and history: False when someone wrote first."""
+        namespace, name = context.key
+        current = fresh or await asyncio.to_thread(self._kube.read_deployment, namespace, name)
+        if current is None:
+            return False
+        status: dict[str, Any] = {}
+        if operation is not None:
+            status["operation"] = operation.to_api()
+        elif clear:
+            status["operation"] = None
+        if record is not None:
+            history = list((current.get("status") or {}).get("history") or [])
+            history.append(record.to_api())
+            status["history"] = history[-MAX_HISTORY:]
+        try:
+            await asyncio.to_thread(
+                self._kube.patch_status,
+                namespace,
+                name,
+                status,
+                current["metadata"].get("resourceVersion"),
+            )
+        except ConflictError:
+            log.info("%s/%s changed while writing the recycle step; retrying", namespace, name)
+            return False
+        return True

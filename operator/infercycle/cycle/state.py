@@ -1,0 +1,175 @@
+"""The cycle's value types and what it remembers between cycles (no I/O, no decisions).
+
+``Registry`` holds what the watches have seen; ``DeploymentState`` the in-memory companions of
+one deployment (its health engine, what was last written and said); ``DeploymentContext`` one
+deployment as one cycle sees it. ``QueryId`` and ``QuerySet`` name the Prometheus queries of a
+cycle, so two deployments that give the same signal different PromQL never share an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from infercycle.api.policy import EffectivePolicy
+from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.health.engine import HealthEngine, PodKey, Verdict
+from infercycle.recycle.fleet import PodState
+
+DeploymentKey = tuple[str, str]  # (namespace, name)
+DEPLOYMENT_LABEL = "infercycle.io/deployment"
+
+
+@dataclass
+class Registry:
+    """What the watches have seen; handlers keep it current, the cycle only reads it."""
+
+    deployments: dict[DeploymentKey, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[DeploymentKey, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def put_pod(self, pod: dict[str, Any], deleted: bool) -> None:
+        metadata = pod.get("metadata") or {}
+        owner = (metadata.get("labels") or {}).get(DEPLOYMENT_LABEL)
+        if not owner:
+            return
+        key = (metadata.get("namespace", ""), owner)
+        pods = self.pods.setdefault(key, {})
+        if deleted:
+            current = pods.get(metadata.get("name", ""))
+            if current is not None and current["metadata"].get("uid") == metadata.get("uid"):
+                pods.pop(metadata.get("name", ""), None)
+        else:
+            pods[metadata.get("name", "")] = pod
+
+    def forget(self, key: DeploymentKey) -> None:
+        self.deployments.pop(key, None)
+        self.pods.pop(key, None)
+
+
+@dataclass
+class DeploymentState:
+    """In-memory companions of one deployment: its engine and what was last said about it."""
+
+    engine: HealthEngine
+    policy_signature: object
+    last_status: dict[str, Any] = field(default_factory=dict)
+    last_status_at: float = 0.0
+    events: dict[tuple[str, str], float] = field(default_factory=dict)
+    since: dict[str, tuple[str, float]] = field(default_factory=dict)
+    pdb_max_unavailable: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentContext:
+    """One deployment as one cycle sees it: its spec and merged policy, or why it has none."""
+
+    key: DeploymentKey
+    body: dict[str, Any]
+    spec: InferenceDeploymentSpec | None
+    policy: EffectivePolicy | None
+    error: str | None
+    pods: tuple[PodState, ...]
+    agent_enabled: bool = False  # a recycle agent sidecar and a session volume: checkpoints
+
+    @property
+    def usable(self) -> bool:
+        return self.spec is not None and self.policy is not None
+
+    @property
+    def generation(self) -> int | None:
+        value = (self.body.get("metadata") or {}).get("generation")
+        return int(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class QueryId:
+    """One distinct query of a cycle: a signal name and which of its PromQL texts."""
+
+    signal: str
+    variant: int = 0
+
+    @property
+    def label(self) -> str:
+        """The key the Prometheus reader reports this query under."""
+        return self.signal if self.variant == 0 else f"{self.signal}#{self.variant}"
+
+
+class QuerySet:
+    """The distinct queries of one cycle; the same (signal, PromQL) pair always has one id."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], QueryId] = {}
+        self._variants: dict[str, int] = {}
+
+    def add(self, signal: str, promql: str) -> QueryId:
+        found = self._ids.get((signal, promql))
+        if found is not None:
+            return found
+        variant = self._variants.get(signal, -1) + 1
+        self._variants[signal] = variant
+        query = QueryId(signal, variant)
+        self._ids[(signal, promql)] = query
+        return query
+
+    def find(self, signal: str, promql: str) -> QueryId | None:
+        return self._ids.get((signal, promql))
+
+    def by_label(self) -> dict[str, str]:
+        """``{label: promql}``, what the reader takes."""
+        return {query.label: promql for (_, promql), query in self._ids.items()}
+
+    def signal_of(self, label: str) -> str:
+        for query in self._ids.values():
+            if query.label == label:
+                return query.signal
+        return label
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[QueryId]:
+        return iter(self._ids.values())
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsState:
+    """Whether a deployment's signals could be read this cycle, and why not."""
+
+    available: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What the engine made of one deployment's pods this cycle."""
+
+    verdicts: Mapping[PodKey, Verdict]
+    metrics: MetricsState
+    requests_running: Mapping[str, float] = field(default_factory=dict)
+
+    def verdict(self, pod: PodState) -> Verdict | None:
+        return self.verdicts.get(pod_key(pod))
+
+    def requests_running_on(self, pod: str) -> float | None:
+        return self.requests_running.get(pod)
+
+
+@dataclass(frozen=True, slots=True)
+class RecyclingState:
+    """The ``Recycling`` condition's content: is a recycle in flight, and what it waits for."""
+
+    active: bool
+    reason: str
+    message: str
+
+
+IDLE = RecyclingState(active=False, reason="Idle", message="no recycle in flight")
+
+
+def pod_key(pod: PodState) -> PodKey:
+    """A restarted server process is a new pod to the engine: history and warm-up start over."""
+    return PodKey(pod.name, f"{pod.uid}/{pod.restart_count}")
