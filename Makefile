@@ -20,6 +20,7 @@ lint: venv
 	$(BIN)/ruff check operator tests benchmarks hack
 	$(BIN)/ruff format --check operator tests benchmarks hack
 	$(BIN)/lint-imports
+	$(PY) hack/import_cycles.py
 	$(BIN)/mypy
 
 # After the models change: regenerate the CRDs, then every copy and the configuration docs.

@@ -47,7 +47,7 @@ from typing import Any
 import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import GROUP, MAX_POD_SUMMARIES, VERSION, InferenceDeploymentSpec
 from infercycle.api.units import parse_duration
 from infercycle.kube.api import load_config

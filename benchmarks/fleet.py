@@ -47,7 +47,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from infercycle.api.policy import EffectivePolicy, RecyclePolicySpec, resolve_policy
+from infercycle.api.resolver import resolve_policy
+from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.values import EffectivePolicy
 from infercycle.health import HealthEngine, PodKey
 from infercycle.recycle.fleet import PastRecycle, PodJudgement, PodState
 from infercycle.recycle.planner import plan_recycle

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.tracegen import make_fleet, run_fleet
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.testing.scenarios import DEGRADING_SCENARIOS, SCENARIOS
 
 HOURS = {

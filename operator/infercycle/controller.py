@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from infercycle import fleet_metrics as metrics
 from infercycle.agent.client import AgentClient, AgentError, AgentUnavailable
-from infercycle.api.policy import EffectivePolicy, PolicyError, RecyclePolicySpec, resolve_policy
+from infercycle.api.resolver import PolicyError, resolve_policy
 from infercycle.api.resources import (
     MAX_HISTORY,
     MAX_POD_SUMMARIES,
@@ -32,7 +32,9 @@ from infercycle.api.resources import (
     RestartStrategy,
 )
 from infercycle.api.selection import choose_policy
+from infercycle.api.spec import RecyclePolicySpec
 from infercycle.api.units import from_timestamp, to_timestamp
+from infercycle.api.values import EffectivePolicy
 from infercycle.health.engine import HealthEngine, PodKey, Verdict
 from infercycle.kube import workload
 from infercycle.kube.api import ConflictError, EvictionOutcome, KubeApi, pod_state

@@ -30,7 +30,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from infercycle.api.policy import HealthPolicy, PolicyError, RecyclePolicySpec, resolve_policy
+from infercycle.api.resolver import PolicyError, resolve_policy
+from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.values import HealthPolicy
 from infercycle.health import HealthEngine, PodKey
 
 EXIT_OK = 0

@@ -14,14 +14,14 @@ past, the fleet at the same time, or (errors) a fixed ceiling.
 
 from __future__ import annotations
 
-from infercycle.api.policy import (
+from infercycle.api.spec import (
     DisruptionSpec,
     HealthSpec,
     RecyclePolicySpec,
     RecycleSpec,
-    RuleKind,
     SignalRuleSpec,
 )
+from infercycle.api.values import RuleKind
 
 DEFAULT_QUERIES: dict[str, str] = {
     "cpu": (

@@ -8,12 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from infercycle.api.base import ApiModel
-from infercycle.api.policy import (
-    DisruptionSpec,
-    HealthSpec,
-    RecyclePolicySpec,
-    RecycleSpec,
-)
+from infercycle.api.spec import DisruptionSpec, HealthSpec, RecyclePolicySpec, RecycleSpec
 from infercycle.api.units import Duration, Quantity
 
 GROUP = "infercycle.io"

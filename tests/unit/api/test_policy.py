@@ -2,18 +2,10 @@ import pytest
 from pydantic import ValidationError
 
 from infercycle.api.defaults import DEFAULT_POLICY_SPEC
-from infercycle.api.policy import (
-    DisruptionPolicy,
-    DisruptionSpec,
-    HealthSpec,
-    PolicyError,
-    RecyclePolicySpec,
-    RuleKind,
-    SignalRuleSpec,
-    merge_policy_specs,
-    resolve_policy,
-)
+from infercycle.api.resolver import PolicyError, merge_policy_specs, resolve_policy
 from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.spec import DisruptionSpec, HealthSpec, RecyclePolicySpec, SignalRuleSpec
+from infercycle.api.values import DisruptionPolicy, RuleKind
 
 
 def test_default_policy_resolves_and_reads_every_builtin_query() -> None:

@@ -46,8 +46,8 @@ def test_configuration_reference_is_current() -> None:
 
 
 def test_configuration_reference_has_every_field() -> None:
-    from infercycle.api.policy import RecyclePolicySpec  # noqa: PLC0415
     from infercycle.api.resources import InferenceDeploymentSpec  # noqa: PLC0415
+    from infercycle.api.spec import RecyclePolicySpec  # noqa: PLC0415
     from infercycle.settings import OperatorSettings  # noqa: PLC0415
 
     text = (DOCS / "configuration.md").read_text()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.testing.scenarios import (
     DEGRADING_SCENARIOS,
     HEALTHY_SCENARIOS,
