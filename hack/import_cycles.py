@@ -93,7 +93,7 @@ def circle_through(group: list[str], edges: Mapping[str, Set[str]]) -> list[str]
 def import_edges(packages: Iterable[str]) -> dict[str, set[str]]:
     """Module -> the modules of the same packages it imports, as grimp reads them."""
     names = list(packages)
-    graph = grimp.build_graph(*names, exclude_type_checking_imports=False)
+    graph = grimp.build_graph(*names, exclude_type_checking_imports=False, cache_dir=None)
     return {
         module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules
     }

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from infercycle.api.values import HealthPolicy
 from infercycle.health import HealthEngine, PodKey
-from infercycle.testing.scenarios import (
+from infercycle_sim.scenarios import (
     DEGRADING_SCENARIOS,
     SCENARIOS,
     PodModel,
