@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 BYTE_SIGNALS = frozenset({"memory", "gpu_memory"})
-SECOND_SIGNALS = frozenset({"latency_p99"})
+SECOND_SIGNALS = frozenset({"latency_p99", "ttft_p99", "token_latency_p99"})
 FRACTION_SIGNALS = frozenset({"kv_cache", "error_rate"})
 
 

@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from infercycle.api.base import ApiModel
 from infercycle.api.defaults import DEFAULT_POLICY_SPEC
+from infercycle.api.servers import BUILTIN_SIGNALS, ServerProfile, profile_for
 from infercycle.api.spec import (
-    BUILTIN_SIGNALS,
     DisruptionSpec,
     HealthSpec,
     RecyclePolicySpec,
@@ -29,6 +29,7 @@ from infercycle.api.values import (
     RecycleTimings,
     Rule,
     RuleKind,
+    SwitchedOffRule,
 )
 
 _M = TypeVar("_M", bound=ApiModel)
@@ -83,6 +84,7 @@ def merge_policy_specs(*layers: RecyclePolicySpec | None) -> RecyclePolicySpec:
             health=merge_health(result.health, layer.health),
             disruption=_overlay(result.disruption, layer.disruption),
             recycle=_overlay(result.recycle, layer.recycle),
+            server=layer.server if layer.server is not None else result.server,
             dry_run=layer.dry_run if layer.dry_run is not None else result.dry_run,
         )
     return result
@@ -174,17 +176,25 @@ def resolve_policy(
     """Merge the layers over the built-in defaults and resolve every string to a number."""
     spec = merge_policy_specs(DEFAULT_POLICY_SPEC, *layers)
     health = spec.health or HealthSpec()
-    queries = dict(health.queries or {})
+    profile = profile_for(spec.server)
+    own_queries = dict(health.queries or {})
+    queries = {**profile.queries, **own_queries}
     known = set(BUILTIN_SIGNALS) | set(queries)
-    rules = tuple(
-        rule for rule in (_resolve_rule(r, known) for r in health.rules or ()) if rule is not None
-    )
+    wanted = [rule for rule in (_resolve_rule(r, known) for r in health.rules or ()) if rule]
+    switched_off = switched_off_rules(wanted, queries, profile)
+    off = {entry.rule for entry in switched_off}
+    rules = tuple(rule for rule in wanted if rule.name not in off)
     quorum = health.quorum or 2
     distinct = len({rule.signal for rule in rules if not rule.sufficient})
     if quorum > max(distinct, 1) and not any(rule.sufficient for rule in rules):
+        because = (
+            f" ({len(off)} rules are off: server {profile.server.value} lacks their signals)"
+            if off
+            else ""
+        )
         msg = (
             f"health.quorum: {quorum} distinct signals can never breach at once with rules on "
-            f"only {distinct} signals; lower the quorum or add rules"
+            f"only {distinct} signals{because}; lower the quorum or add rules"
         )
         raise PolicyError(msg)
     disruption = spec.disruption or DisruptionSpec()
@@ -201,6 +211,7 @@ def resolve_policy(
             ),
             stale_after_s=parse_duration(health.stale_after) if health.stale_after else 120.0,
             queries=queries,
+            floors={k: v for k, v in profile.floors.items() if k not in own_queries},
         ),
         disruption=DisruptionPolicy(
             max_unavailable=_int_or_percent(disruption.max_unavailable, defaults_d.max_unavailable),
@@ -227,7 +238,32 @@ def resolve_policy(
         ),
         dry_run=bool(spec.dry_run),
         sources=("built-in defaults", *sources),
+        server=profile.server.value,
+        switched_off=switched_off,
     )
+
+
+def switched_off_rules(
+    rules: Iterable[Rule], queries: Mapping[str, str], profile: ServerProfile
+) -> tuple[SwitchedOffRule, ...]:
+    """The rules that cannot run because a signal they read has no query, and why.
+
+    A rule reads its own signal, its limit signal (growth with a per-pod limit) and, when it
+    counts only under traffic, ``request_rate``. The reason is the profile's note on the
+    missing signal (what the server lacks and how to supply a query). The caller reports every
+    entry (a condition and a Warning Event): a rule is never dropped silently.
+    """
+    unavailable = profile.unavailable
+    result = []
+    for rule in rules:
+        needed = [rule.signal, rule.limit_signal, "request_rate" if rule.requires_traffic else None]
+        missing = next((s for s in needed if s is not None and s not in queries), None)
+        if missing is not None:
+            reason = unavailable.get(missing) or f"no query for {missing}"
+            if rule.requires_traffic and missing == "request_rate":
+                reason = f"the rule counts only under traffic and request_rate is missing: {reason}"
+            result.append(SwitchedOffRule(rule.name, missing, reason))
+    return tuple(result)
 
 
 def _seconds(value: str | None, default: float) -> float:

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from infercycle.api.base import ApiModel
+from infercycle.api.servers import ServerKind
 from infercycle.api.units import (
     QUANTITY_PATTERN,
     Duration,
@@ -28,19 +29,6 @@ SIGNAL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 PERCENT_OR_INT_PATTERN = r"^([0-9]+|[0-9]{1,3}%)$"
 LIMIT_PATTERN = f"^({QUANTITY_PATTERN[1:-1]}|{SIGNAL_NAME_PATTERN[1:-1]})$"
-
-BUILTIN_SIGNALS = (
-    "cpu",
-    "memory",
-    "gpu_memory",
-    "latency_p99",
-    "kv_cache",
-    "request_rate",
-    "error_rate",
-    "requests_running",
-    "memory_limit",
-    "gpu_memory_total",
-)
 
 
 def is_signal_name(text: str) -> bool:
@@ -66,6 +54,12 @@ LimitRef = Annotated[
     AfterValidator(_check_limit),
 ]
 
+SERVER_DESCRIPTION = (
+    "Inference server of the pods (vllm, sglang, tgi, llamacpp, triton, dynamo, custom): chooses "
+    "the built-in queries of the engine signals. Rules on a signal the server does not export are "
+    "switched off and reported; health.queries overrides any query. Default vllm."
+)
+
 
 class SignalRuleSpec(ApiModel):
     """One rule on one signal, keyed by ``name``: an override names the rule it changes."""
@@ -77,8 +71,9 @@ class SignalRuleSpec(ApiModel):
             default=None,
             max_length=63,
             json_schema_extra={"pattern": SIGNAL_NAME_PATTERN},
-            description="Signal judged by the rule (cpu, memory, gpu_memory, latency_p99, "
-            "kv_cache, request_rate, error_rate, or a custom signal with a query).",
+            description="Signal judged by the rule: a built-in one (cpu, memory, gpu_memory, "
+            "latency_p99, ttft_p99, token_latency_p99, kv_cache, requests_running, request_rate, "
+            "error_rate, memory_limit, gpu_memory_total) or a custom signal with a query.",
         ),
     ] = None
     kind: Annotated[
@@ -338,6 +333,10 @@ class RecyclePolicySpec(ApiModel):
     priority: Annotated[
         int | None,
         Field(default=None, ge=0, le=1000, description="Highest wins when several policies match."),
+    ] = None
+    server: Annotated[
+        ServerKind | None,
+        Field(default=None, description=SERVER_DESCRIPTION),
     ] = None
     health: HealthSpec | None = None
     disruption: DisruptionSpec | None = None

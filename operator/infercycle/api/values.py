@@ -91,6 +91,9 @@ class HealthPolicy:
     min_request_rate: float = 0.1
     stale_after_s: float = 120.0
     queries: Mapping[str, str] = field(default_factory=dict)
+    floors: Mapping[str, float] = field(default_factory=dict)
+    """Signal -> the lowest finite bucket of the histogram its built-in query is a quantile of
+    (none for a query the user wrote): at or under it the value cannot move."""
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -135,12 +138,29 @@ class RecycleTimings:
 
 
 @dataclass(frozen=True, slots=True)
+class SwitchedOffRule:
+    """A rule the policy asks for that cannot run: a signal it reads has no query."""
+
+    rule: str
+    signal: str
+    reason: str
+    """Why the signal has no query, in the server profile's words."""
+
+    def describe(self, server: str) -> str:
+        return f"rule {self.rule} is off: {server} does not provide {self.signal} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
 class EffectivePolicy:
     health: HealthPolicy
     disruption: DisruptionPolicy
     recycle: RecycleTimings
     dry_run: bool = False
     sources: tuple[str, ...] = ("built-in defaults",)
+    server: str = "vllm"
+    switched_off: tuple[SwitchedOffRule, ...] = ()
+    """Rules left out of ``health.rules`` because the server lacks a signal they read: to be
+    reported (a condition and a Warning Event), never skipped silently."""
 
 
 def _scale(value: int | str, replicas: int, *, round_up: bool, floor: int) -> int:
