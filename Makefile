@@ -8,18 +8,19 @@ PY := $(BIN)/python
 
 all: test
 
-$(BIN)/infercycle: pyproject.toml
+$(BIN)/infercycle: pyproject.toml sim/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./sim
 	@touch $@
 
 venv: $(BIN)/infercycle
 
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks hack
-	$(BIN)/ruff format --check operator tests benchmarks hack
+	$(BIN)/ruff check operator sim tests benchmarks hack
+	$(BIN)/ruff format --check operator sim tests benchmarks hack
 	$(BIN)/lint-imports
+	$(PY) hack/import_cycles.py infercycle infercycle_sim
 	$(BIN)/mypy
 
 # After the models change: regenerate the CRDs, then every copy and the configuration docs.
@@ -46,14 +47,14 @@ crds-check: venv
 	$(BIN)/infercycle crds crds --check
 
 unit: venv
-	$(BIN)/pytest tests/unit -m "not integration and not e2e"
+	$(BIN)/pytest tests/unit sim/tests -m "not integration and not e2e"
 
 integration: venv
 	$(BIN)/pytest tests/integration tests/e2e
 
 # The README's test command: static checks, then every test against the real local cluster.
 test: lint crds-check delivery-check
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests sim/tests
 
 demo: venv
 	$(PY) hack/demo.py

@@ -102,11 +102,11 @@ class Setup:
         return f"http://127.0.0.1:{self.server_port}"
 
     def server_command(self) -> list[str]:
-        server = [PYTHON, "-m", "infercycle.testing.standin", "--port", str(self.server_port)]
+        server = [PYTHON, "-m", "infercycle_sim.standin", "--port", str(self.server_port)]
         server += ["--latency-ms", "0", "--log-level", "WARNING"]
         if self.source == "dir":
             server += ["--session-dir", str(self.sessions_dir)]
-        supervise = [PYTHON, "-m", "infercycle.testing.standin", "supervise"]
+        supervise = [PYTHON, "-m", "infercycle_sim.standin", "supervise"]
         supervise += ["--restart-delay", "0", "--state-file", str(self.state_file), "--"]
         return supervise + server
 
@@ -114,7 +114,7 @@ class Setup:
         command = [PYTHON, "-m", "infercycle.agent", "--host", "127.0.0.1"]
         command += ["--port", str(self.agent_port), "--token-file", str(self.work / "token")]
         command += ["--checkpoint-dir", str(self.checkpoint_dir), "--max-size", self.max_size]
-        command += ["--server-process", f"infercycle.testing.standin --port {self.server_port}"]
+        command += ["--server-process", f"infercycle_sim.standin --port {self.server_port}"]
         command += ["--poll-interval", "0.02", "--keep", "2", "--log-level", "WARNING"]
         if self.source == "hook":
             command += ["--session-hook", f"{self.server_url}/sessions"]

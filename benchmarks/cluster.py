@@ -6,10 +6,10 @@
 
 ``hack/cluster up`` starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
 (built from source) with enough KWOK fake nodes for every pod (110 pods per node) and
-Prometheus; the fleet simulator (``infercycle.testing.fleetsim``) serves cAdvisor, dcgm-exporter
+Prometheus; the fleet simulator (``infercycle_sim.fleetsim``) serves cAdvisor, dcgm-exporter
 and vLLM metrics for every Running pod, scraped every 2 s. The operator runs as a real process
 (``infercycle run``, as the end-to-end tests start it), then the InferenceDeployments are applied
-(``infercycle.testing.fleets.deployment_manifest``: healthy simulated pods). Their health policy
+(``infercycle_sim.fleets.deployment_manifest``: healthy simulated pods). Their health policy
 is the built-in one with only the warm-up shortened (``--warmup``; the built-in 10 min would keep
 every verdict WarmingUp for the whole run), or with ``--policy compressed`` the end-to-end tests'
 policy on a clock of seconds as ``deployment_manifest`` builds it.
@@ -47,11 +47,11 @@ from typing import Any
 import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import GROUP, MAX_POD_SUMMARIES, VERSION, InferenceDeploymentSpec
 from infercycle.api.units import parse_duration
 from infercycle.kube.api import load_config
-from infercycle.testing.fleets import deployment_manifest
+from infercycle_sim.fleets import deployment_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -859,14 +859,14 @@ def report(run: Run) -> None:
         "Setup: `hack/cluster up` (etcd, kube-apiserver, kube-controller-manager and "
         f"kube-scheduler built from source, KWOK) with {run.nodes} fake nodes of "
         f"{PODS_PER_NODE} pods. Its Prometheus scrapes the fleet simulator "
-        f"(`infercycle.testing.fleetsim`, {args.speed:g} simulated seconds per second) every "
+        f"(`infercycle_sim.fleetsim`, {args.speed:g} simulated seconds per second) every "
         "2 s; the simulator exports cAdvisor, dcgm-exporter and vLLM series for every Running "
         "pod, all in its `healthy` scenario. The operator runs as a real process (`infercycle "
         "run`, started as `tests/e2e/operator_process.py` does) with `--cycle-interval "
         f"{args.cycle_interval}` and the default query timeout (10 s), watching the "
         f"{len(run.workload.namespaces)} benchmark namespaces. Once its `/healthz` answers, "
         f"{len(run.workload.keys)} InferenceDeployments of {run.workload.replicas} replicas "
-        "(`infercycle.testing.fleets.deployment_manifest`: `Recreate`, no session store) are "
+        "(`infercycle_sim.fleets.deployment_manifest`: `Recreate`, no session store) are "
         f"applied with one `kubectl apply`. Health policy: {policy}. kube-controller-manager "
         "runs with its default client rate limit (20 requests/s, burst 30), which paces the "
         "StatefulSet controller's pod creations.",

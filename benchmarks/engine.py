@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.health import HealthEngine, PodKey
 
 STEP_S = 15.0

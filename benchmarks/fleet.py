@@ -2,7 +2,7 @@
 
     python benchmarks/fleet.py [--days 3] [--step 60] [--seed 7]
 
-A deployment of 24 simulated vLLM pods (``infercycle.testing.scenarios``) runs for a few
+A deployment of 24 simulated vLLM pods (``infercycle_sim.scenarios``) runs for a few
 simulated days. A restart really resets a pod: after a stop (drain, checkpoint, exit: 60 s) its
 age goes back to 0, it loads the model again and serves once ready, and its scenario stays, so
 a leaking pod leaks again from zero while a healthy pod stays healthy. A pod whose host memory
@@ -47,11 +47,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from infercycle.api.policy import EffectivePolicy, RecyclePolicySpec, resolve_policy
+from infercycle.api.resolver import resolve_policy
+from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.values import EffectivePolicy
 from infercycle.health import HealthEngine, PodKey
 from infercycle.recycle.fleet import PastRecycle, PodJudgement, PodState
 from infercycle.recycle.planner import plan_recycle
-from infercycle.testing.scenarios import (
+from infercycle_sim.scenarios import (
     GIB,
     GPU_BYTES,
     HOUR,
@@ -729,7 +731,7 @@ def write_markdown(
         "## Setup",
         "",
         f"- One deployment of {len(FLEET)} simulated vLLM pods (seeded models from "
-        f"`infercycle.testing.scenarios`): {fleet_text}.",
+        f"`infercycle_sim.scenarios`): {fleet_text}.",
         f"- {args.days:g} simulated days at {args.step:g} s steps; pods start with staggered "
         f"ages (0-{INITIAL_AGE_MAX_S / HOUR:.0f} h); a fleet-wide traffic surge (2.5x load for "
         f"~2.5 h) on day 2 at {SURGE_AT_S / HOUR - 24:.0f}:00; on day 3 at "

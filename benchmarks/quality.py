@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.tracegen import make_fleet, run_fleet
 
-from infercycle.api.policy import resolve_policy
-from infercycle.testing.scenarios import DEGRADING_SCENARIOS, SCENARIOS
+from infercycle.api.resolver import resolve_policy
+from infercycle_sim.scenarios import DEGRADING_SCENARIOS, SCENARIOS
 
 HOURS = {
     "leak": 8.0,

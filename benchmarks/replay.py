@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.tracegen import make_fleet, write_trace  # noqa: E402
 
-from infercycle.testing.scenarios import SCENARIOS  # noqa: E402
+from infercycle_sim.scenarios import SCENARIOS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 

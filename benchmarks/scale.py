@@ -36,7 +36,7 @@ from typing import cast
 
 import numpy as np
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.cycle.state import QuerySet
 from infercycle.health import HealthEngine, PodKey
 from infercycle.prom.reader import PrometheusReader

@@ -106,7 +106,7 @@ def main() -> int:
     args = parser.parse_args()
     global ENV, KUBECONFIG  # noqa: PLW0603 - set once, read by the helpers above
     ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    ENV["PYTHONPATH"] = str(REPO / "operator")
+    ENV["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO / "sim")])
 
     say("Local control plane (etcd, apiserver, controller-manager, scheduler, KWOK) + Prometheus")
     run(str(REPO / "hack" / "cluster"), "build")
@@ -139,7 +139,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "infercycle.testing.fleetsim",
+                "infercycle_sim.fleetsim",
                 "--kubeconfig",
                 KUBECONFIG,
                 "--port",
@@ -156,7 +156,7 @@ def main() -> int:
     )
 
     say(f"InferenceDeployment {NAMESPACE}/{NAME}: 8 replicas, policy windows compressed to seconds")
-    from infercycle.testing.fleets import deployment_manifest  # noqa: PLC0415
+    from infercycle_sim.fleets import deployment_manifest  # noqa: PLC0415
 
     run(
         "kubectl",

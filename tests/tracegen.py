@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from infercycle.api.policy import HealthPolicy
+from infercycle.api.values import HealthPolicy
 from infercycle.health import HealthEngine, PodKey
-from infercycle.testing.scenarios import (
+from infercycle_sim.scenarios import (
     DEGRADING_SCENARIOS,
     SCENARIOS,
     PodModel,

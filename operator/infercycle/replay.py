@@ -31,7 +31,9 @@ import yaml
 from pydantic import ValidationError
 
 from infercycle import errors
-from infercycle.api.policy import HealthPolicy, PolicyError, RecyclePolicySpec, resolve_policy
+from infercycle.api.resolver import PolicyError, resolve_policy
+from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.values import HealthPolicy
 from infercycle.health import HealthEngine, PodKey
 
 EXIT_OK = 0

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infercycle.testing.fleets import deployment_manifest
+from infercycle_sim.fleets import deployment_manifest
 from tests.e2e.operator_process import OperatorProcess
 from tests.fixtures.cluster import Cluster
 

@@ -108,7 +108,7 @@ def _manifest(namespace: str) -> dict[str, Any]:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "operator"), *filter(None, [env.get("PYTHONPATH")])]
+        [str(REPO / "operator"), str(REPO / "sim"), *filter(None, [env.get("PYTHONPATH")])]
     )
     return env
 
@@ -179,12 +179,12 @@ class PodStandIn:
         self.state_file = work / "supervisor.json"
         # Unique to this pod's server: the supervisor keeps its command out of its own command
         # line, so this matches the server process and nothing else on the host.
-        self.pattern = f"infercycle.testing.standin --host 127.0.0.1 --port {self.port}"
-        server = [sys.executable, "-m", "infercycle.testing.standin"]
+        self.pattern = f"infercycle_sim.standin --host 127.0.0.1 --port {self.port}"
+        server = [sys.executable, "-m", "infercycle_sim.standin"]
         server += ["--host", "127.0.0.1", "--port", str(self.port)]
         if leak:
             server += ["--leak-mb-per-min", str(LEAK_MB_PER_MIN)]
-        supervisor = [sys.executable, "-m", "infercycle.testing.standin", "supervise"]
+        supervisor = [sys.executable, "-m", "infercycle_sim.standin", "supervise"]
         supervisor += ["--restart-delay", "0.3", "--state-file", str(self.state_file), "--"]
         self.supervisor = LocalProcess(supervisor + server, work / "supervisor.log")
         self.agent: LocalProcess | None = None

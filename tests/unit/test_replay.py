@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.replay import main
 from tests.tracegen import make_fleet, run_fleet, write_trace
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-from infercycle.api.policy import RecyclePolicySpec
 from infercycle.api.resources import (
     CEL_RULE_CHECKS,
     GROUP,
@@ -22,6 +21,7 @@ from infercycle.api.resources import (
     InferenceDeploymentSpec,
     InferenceDeploymentStatus,
 )
+from infercycle.api.spec import RecyclePolicySpec
 
 Schema = dict[str, Any]
 

@@ -1,4 +1,8 @@
-"""The built-in policy: defaults that protect a vLLM fleet out of the box.
+"""The built-in policy: defaults that protect an inference fleet out of the box.
+
+The queries behind the signals come from the server profile (:mod:`infercycle.api.servers`,
+vLLM unless ``server`` says otherwise); rules on a signal the server lacks are switched off and
+reported by the resolver.
 
 Leaks are what a restart cures, so a sustained, robust upward trend in host memory or GPU
 memory is enough on its own. When the pod's limit is known (every container has a memory limit
@@ -14,48 +18,14 @@ past, the fleet at the same time, or (errors) a fixed ceiling.
 
 from __future__ import annotations
 
-from infercycle.api.policy import (
+from infercycle.api.spec import (
     DisruptionSpec,
     HealthSpec,
     RecyclePolicySpec,
     RecycleSpec,
-    RuleKind,
     SignalRuleSpec,
 )
-
-DEFAULT_QUERIES: dict[str, str] = {
-    "cpu": (
-        'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{container!="",'
-        'container!="POD"}[5m]))'
-    ),
-    "memory": (
-        'sum by (namespace, pod) (container_memory_working_set_bytes{container!="",'
-        'container!="POD"})'
-    ),
-    "gpu_memory": "sum by (namespace, pod) (DCGM_FI_DEV_FB_USED) * 1048576",
-    # The pod's memory limit, only where every container has one: a pod whose server runs
-    # without a limit must not be judged against its sidecar's.
-    "memory_limit": (
-        'sum by (namespace, pod) (kube_pod_container_resource_limits{resource="memory"}) '
-        "unless on (namespace, pod) (count by (namespace, pod) (kube_pod_container_info) > "
-        'count by (namespace, pod) (kube_pod_container_resource_limits{resource="memory"}))'
-    ),
-    "gpu_memory_total": (
-        "sum by (namespace, pod) (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) * 1048576"
-    ),
-    "latency_p99": (
-        "histogram_quantile(0.99, sum by (namespace, pod, le) "
-        "(rate(vllm:e2e_request_latency_seconds_bucket[5m])))"
-    ),
-    "kv_cache": "max by (namespace, pod) (vllm:kv_cache_usage_perc)",
-    "requests_running": "sum by (namespace, pod) (vllm:num_requests_running)",
-    "request_rate": "sum by (namespace, pod) (rate(vllm:request_success_total[5m]))",
-    "error_rate": (
-        "sum by (namespace, pod) (rate(vllm:request_failure_total[5m])) / "
-        "clamp_min(sum by (namespace, pod) (rate(vllm:request_success_total[5m])) + "
-        "sum by (namespace, pod) (rate(vllm:request_failure_total[5m])), 1e-9)"
-    ),
-}
+from infercycle.api.values import RuleKind
 
 DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
     SignalRuleSpec(
@@ -144,7 +114,6 @@ DEFAULT_POLICY_SPEC = RecyclePolicySpec(
         warmup="10m",
         min_request_rate="100m",
         stale_after="2m",
-        queries=DEFAULT_QUERIES,
         rules=list(DEFAULT_RULES),
     ),
     disruption=DisruptionSpec(

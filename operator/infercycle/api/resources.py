@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from infercycle.api.base import ApiModel
-from infercycle.api.policy import (
+from infercycle.api.servers import ServerKind
+from infercycle.api.spec import (
+    SERVER_DESCRIPTION,
     DisruptionSpec,
     HealthSpec,
     RecyclePolicySpec,
@@ -131,6 +133,10 @@ class InferenceDeploymentSpec(ApiModel):
         ),
     ] = None
     agent: AgentSpec | None = None
+    server: Annotated[
+        ServerKind | None,
+        Field(default=None, description=SERVER_DESCRIPTION + " Overrides the policy's."),
+    ] = None
     health: HealthSpec | None = None
     disruption: DisruptionSpec | None = None
     recycle: RecycleSpec | None = None
@@ -145,6 +151,7 @@ class InferenceDeploymentSpec(ApiModel):
     def policy_layer(self) -> RecyclePolicySpec:
         """This deployment's own health, disruption and recycle fields as a policy layer."""
         return RecyclePolicySpec(
+            server=self.server,
             health=self.health,
             disruption=self.disruption,
             recycle=self.recycle,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infercycle.api.policy import RecyclePolicySpec
+from infercycle.api.spec import RecyclePolicySpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,3 +125,20 @@ def to_timestamp(seconds: float) -> str:
 def from_timestamp(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 time (``Z`` or an offset)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def camel(name: str) -> str:
+    """The wire spelling of a field name for messages: ``max_unavailable`` -> ``maxUnavailable``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def parse_int_or_percent(value: str, where: str) -> tuple[int, bool]:
+    """``"2"`` -> ``(2, False)``, ``"25%"`` -> ``(25, True)``; ``where`` names the field."""
+    text = value.strip()
+    if text.endswith("%") and text[:-1].isdigit() and int(text[:-1]) <= 100:
+        return int(text[:-1]), True
+    if text.isdigit():
+        return int(text), False
+    msg = f'{where}: {value!r} is neither a count nor a percentage; write "2" or "25%"'
+    raise ValueError(msg)

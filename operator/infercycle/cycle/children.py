@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infercycle.api.policy import EffectivePolicy
 from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.values import EffectivePolicy
 from infercycle.kube import workload
 from infercycle.kube.api import KubeApi
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from infercycle.api.policy import EffectivePolicy, RecyclePolicySpec, resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import InferenceDeploymentSpec
 from infercycle.api.selection import choose_policy
+from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.values import EffectivePolicy
 from infercycle.cycle.state import DeploymentContext, DeploymentKey, QuerySet, Registry
 from infercycle.errors import InvalidInputError, PolicyError
 from infercycle.kube.api import pod_state

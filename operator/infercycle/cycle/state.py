@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infercycle.api.policy import EffectivePolicy
 from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.values import EffectivePolicy
 from infercycle.health.engine import HealthEngine, PodKey, Verdict
 from infercycle.recycle.fleet import PodState
 

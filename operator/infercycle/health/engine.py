@@ -55,8 +55,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from infercycle.api.policy import HealthPolicy, Rule, RuleKind
 from infercycle.api.units import format_duration
+from infercycle.api.values import HealthPolicy, Rule, RuleKind
 from infercycle.health.history import MERGE_TOLERANCE_S, CycleStore
 from infercycle.health.model import (
     PodKey,

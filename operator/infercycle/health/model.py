@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from infercycle.api.display import format_level, format_value
-from infercycle.api.policy import Rule, RuleKind
+from infercycle.api.display import format_value
 from infercycle.api.units import format_duration
+from infercycle.api.values import Rule, RuleKind
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,9 +69,9 @@ class RuleEvaluation:
 
     def describe(self) -> str:
         """One line for people, such as ``latency-creep  ok  1.12x (threshold 1.80x)``."""
-        observed = "-" if self.observed is None else format_level(self.rule, self.observed)
+        observed = "-" if self.observed is None else self.rule.format_level(self.observed)
         word = "clear at" if self.breached and self.level != self.rule.threshold else "threshold"
-        level = format_level(self.rule, self.level)
+        level = self.rule.format_level(self.level)
         text = f"{self.rule.name}  {self.state.value}  {observed} ({word} {level})"
         return f"{text}: {self.detail}" if self.detail else text
 
@@ -115,8 +115,8 @@ def reason_text(
     level at which it clears.
     """
     window = format_duration(rule.window_s)
-    seen = format_level(rule, observed)
-    level = format_level(rule, threshold)
+    seen = rule.format_level(observed)
+    level = rule.format_level(threshold)
     kind = rule.kind
     if holding:
         against = {
@@ -127,7 +127,7 @@ def reason_text(
         upward = rule.breaches_upward
         return (
             f"{rule.name}: {rule.signal} {against}, breached {'>' if upward else '<'} {level}, "
-            f"clears {'under' if upward else 'over'} {format_level(rule, rule.clear)}"
+            f"clears {'under' if upward else 'over'} {rule.format_level(rule.clear)}"
         )
     if kind is RuleKind.GROWTH:
         if limit is not None and rule.time_to_limit_s is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from infercycle.api.policy import EffectivePolicy
 from infercycle.api.resources import API_VERSION, InferenceDeploymentSpec, RestartStrategy
 from infercycle.api.units import parse_duration
+from infercycle.api.values import EffectivePolicy
 from infercycle.cycle.state import DEPLOYMENT_LABEL
 
 Manifest = dict[str, Any]

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from infercycle.api.policy import RecycleTimings
 from infercycle.api.resources import (
     CheckpointRecord,
     RecycleOperation,
@@ -25,6 +24,7 @@ from infercycle.api.resources import (
     RestartStrategy,
 )
 from infercycle.api.units import from_timestamp, to_timestamp
+from infercycle.api.values import RecycleTimings
 from infercycle.recycle.fleet import PodState
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from infercycle.api.policy import DisruptionPolicy
+from infercycle.api.values import DisruptionPolicy
 from infercycle.recycle.fleet import PastRecycle, PodJudgement, PodState
 
 HOUR = 3600.0

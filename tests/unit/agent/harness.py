@@ -112,7 +112,7 @@ class StandIn:
 
     @property
     def pattern(self) -> str:
-        return f"infercycle.testing.standin --port {self.port}"
+        return f"infercycle_sim.standin --port {self.port}"
 
     def state(self) -> dict[str, Any]:
         try:
@@ -159,10 +159,10 @@ def start_standin(
 ) -> StandIn:
     port = free_port()
     state_file = processes.directory / f"{name}-state.json"
-    server = [PYTHON, "-m", "infercycle.testing.standin", "--port", str(port), "--latency-ms", "0"]
+    server = [PYTHON, "-m", "infercycle_sim.standin", "--port", str(port), "--latency-ms", "0"]
     server += list(args)
     if supervised:
-        command = [PYTHON, "-m", "infercycle.testing.standin", "supervise"]
+        command = [PYTHON, "-m", "infercycle_sim.standin", "supervise"]
         command += ["--restart-delay", "0.2", "--state-file", str(state_file), "--", *server]
     else:
         command = server

@@ -2,27 +2,21 @@ import pytest
 from pydantic import ValidationError
 
 from infercycle.api.defaults import DEFAULT_POLICY_SPEC
-from infercycle.api.policy import (
-    DisruptionPolicy,
-    DisruptionSpec,
-    HealthSpec,
-    PolicyError,
-    RecyclePolicySpec,
-    RuleKind,
-    SignalRuleSpec,
-    merge_policy_specs,
-    resolve_policy,
-)
+from infercycle.api.resolver import PolicyError, merge_policy_specs, resolve_policy
 from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.servers import VLLM
+from infercycle.api.spec import DisruptionSpec, HealthSpec, RecyclePolicySpec, SignalRuleSpec
+from infercycle.api.values import DisruptionPolicy, RuleKind
 
 
 def test_default_policy_resolves_and_reads_every_builtin_query() -> None:
     policy = resolve_policy()
     assert policy.health.quorum == 2
     assert {rule.signal for rule in policy.health.rules} <= set(policy.health.queries)
-    assert set(policy.health.queries) == set(
-        (DEFAULT_POLICY_SPEC.health or HealthSpec()).queries or {}
-    )
+    assert policy.health.queries == VLLM.queries
+    assert (DEFAULT_POLICY_SPEC.health or HealthSpec()).queries is None
+    assert policy.server == "vllm"
+    assert policy.switched_off == ()
     assert policy.sources == ("built-in defaults",)
 
 

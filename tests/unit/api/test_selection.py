@@ -1,5 +1,5 @@
-from infercycle.api.policy import LabelSelector, LabelSelectorRequirement, RecyclePolicySpec
 from infercycle.api.selection import choose_policy
+from infercycle.api.spec import LabelSelector, LabelSelectorRequirement, RecyclePolicySpec
 
 TEAM = RecyclePolicySpec(namespace_selector=LabelSelector(match_labels={"team": "ml"}), priority=1)
 GPU = RecyclePolicySpec(

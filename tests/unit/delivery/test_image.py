@@ -6,6 +6,10 @@ import fnmatch
 import os
 import re
 import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 from tests.unit.delivery.support import REPO, missing_tool, run
 
@@ -91,3 +95,28 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else() -> None:
     for source in re.findall(r"^COPY (.+) \S+$", DOCKERFILE.read_text(), flags=re.M):
         for name in source.split():
             assert (REPO / name).exists(), f"COPY {name}: missing"
+
+
+def test_the_wheel_holds_the_operator_and_no_simulator(tmp_path: Path) -> None:
+    """The image installs this wheel (as the Dockerfile's builder stage makes it): the
+    simulated fleets, the stand-in server and the scenarios stay out of it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("infercycle-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "infercycle/cli.py" in names
+    assert "infercycle/agent/server.py" in names
+    leaked = [
+        name
+        for name in names
+        if name.startswith(("infercycle_sim/", "infercycle/testing/"))
+        or any(word in name for word in ("fleetsim", "standin", "scenarios"))
+    ]
+    assert leaked == []

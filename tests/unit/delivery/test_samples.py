@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from infercycle.agent.config import parse_config
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import InferenceDeployment, RecyclePolicy
 from infercycle.kube.workload import AGENT_CONTAINER, stateful_set
 from tests.unit.delivery.support import MANIFESTS, REPO

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from infercycle.api.policy import HealthPolicy, Rule, RuleKind
+from infercycle.api.values import HealthPolicy, Rule, RuleKind
 from infercycle.health import HealthEngine, PodKey, Verdict
 
 MIB = float(2**20)

@@ -9,7 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from infercycle.api.policy import RuleKind, resolve_policy
+from infercycle.api.resolver import resolve_policy
+from infercycle.api.values import RuleKind
 from infercycle.health import HealthEngine, PodKey
 from infercycle.health.history import MAX_COLUMNS, CycleStore
 

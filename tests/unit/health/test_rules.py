@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from infercycle.api.policy import RuleKind
+from infercycle.api.values import RuleKind
 from infercycle.health import RuleState
 
 from .helpers import GIB, MIB, Run, constant, key, make_policy, make_rule, state_of

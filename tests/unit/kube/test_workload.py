@@ -1,6 +1,6 @@
 """The owned objects built from an InferenceDeployment (pure builders, no cluster)."""
 
-from infercycle.api.policy import resolve_policy
+from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import InferenceDeploymentSpec
 from infercycle.kube import workload
 

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from infercycle.api.policy import RecycleTimings
 from infercycle.api.resources import CheckpointRecord, RecycleResult, RecycleStep, RestartStrategy
+from infercycle.api.values import RecycleTimings
 from infercycle.recycle.fleet import PodState
 from infercycle.recycle.machine import (
     Action,

@@ -1,4 +1,4 @@
-from infercycle.api.policy import DisruptionPolicy
+from infercycle.api.values import DisruptionPolicy
 from infercycle.recycle.fleet import PastRecycle, PodJudgement, PodState
 from infercycle.recycle.planner import Guard, plan_recycle
 

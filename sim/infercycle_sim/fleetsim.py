@@ -1,6 +1,6 @@
 """A fleet metrics simulator: what cAdvisor, dcgm-exporter and vLLM would export for every pod.
 
-    python -m infercycle.testing.fleetsim --kubeconfig K --port P --speed S [--config FILE]
+    python -m infercycle_sim.fleetsim --kubeconfig K --port P --speed S [--config FILE]
 
 It watches the pods of the cluster (list, then watch from the list's resourceVersion; it lists
 again after any error) and serves Prometheus text on ``/metrics`` for every Running pod:
@@ -15,7 +15,7 @@ again after any error) and serves Prometheus text on ``/metrics`` for every Runn
   ``vllm:kv_cache_usage_perc`` (0..1), ``vllm:request_success_total`` and
   ``vllm:request_failure_total`` (counters), labelled ``namespace``, ``pod``, ``model_name``.
 
-Each pod follows a scenario of :mod:`infercycle.testing.scenarios`, chosen by the pod annotation
+Each pod follows a scenario of :mod:`infercycle_sim.scenarios`, chosen by the pod annotation
 ``sim.infercycle.io/scenario``, else by the first rule of the config file whose glob matches
 ``namespace/name`` or ``name``, else ``healthy``. ``sim.infercycle.io/params`` (a JSON object)
 overrides scenario parameters; ``sim.infercycle.io/age-offset`` (seconds) starts the pod older;
@@ -130,7 +130,7 @@ class PodModelLike(Protocol):
 
 
 def _scenarios() -> ModuleType:
-    from infercycle.testing import scenarios  # noqa: PLC0415 - loaded on first use
+    from infercycle_sim import scenarios  # noqa: PLC0415 - loaded on first use
 
     return scenarios
 
@@ -697,7 +697,7 @@ def serve(fleet: Fleet, host: str, port: int) -> ThreadingHTTPServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infercycle.testing.fleetsim",
+        prog="python -m infercycle_sim.fleetsim",
         description="Simulated cAdvisor, dcgm-exporter and vLLM metrics for every Running pod.",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster or ~/.kube)")

@@ -1,8 +1,8 @@
 """A stand-in for an inference server, run as a real process in tests, demos and benchmarks.
 
-    python -m infercycle.testing.standin --port 8000 [--session-dir DIR] [--leak-mb-per-min 50]
+    python -m infercycle_sim.standin --port 8000 [--session-dir DIR] [--leak-mb-per-min 50]
         [--ignore-sigterm] [--startup-delay 5] [--latency-ms 2]
-    python -m infercycle.testing.standin supervise [--restart-delay 0.5] [--state-file F] -- CMD...
+    python -m infercycle_sim.standin supervise [--restart-delay 0.5] [--state-file F] -- CMD...
 
 The server keeps sessions (a history of turns and token ids per session id) and exports metrics
 under vLLM's names. ``GET /sessions`` returns the session table and ``PUT /sessions`` replaces it:
@@ -398,7 +398,7 @@ def _run_again_without_command(
     handle, name = tempfile.mkstemp(prefix="standin-command-", suffix=".json")
     with os.fdopen(handle, "w") as file:
         json.dump(command, file)
-    again = [sys.executable, "-m", "infercycle.testing.standin", "supervise"]
+    again = [sys.executable, "-m", "infercycle_sim.standin", "supervise"]
     again += ["--restart-delay", str(restart_delay), "--command-file", name]
     if state_file is not None:
         again += ["--state-file", str(state_file)]
@@ -406,7 +406,7 @@ def _run_again_without_command(
 
 
 def _supervise_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infercycle.testing.standin supervise")
+    parser = argparse.ArgumentParser(prog="python -m infercycle_sim.standin supervise")
     parser.add_argument("--restart-delay", type=float, default=0.5, help="seconds before a restart")
     parser.add_argument("--state-file", type=Path, help="JSON file with the restart count and pid")
     parser.add_argument("--command-file", type=Path, help=argparse.SUPPRESS)
@@ -424,7 +424,7 @@ def _supervise_main(argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m infercycle.testing.standin",
+        prog="python -m infercycle_sim.standin",
         description="A stand-in inference server (or, with 'supervise', a restarting supervisor).",
     )
     parser.add_argument("--host", default="127.0.0.1")

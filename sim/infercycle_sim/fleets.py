@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from infercycle.api.defaults import DEFAULT_RULES
-from infercycle.api.policy import RuleKind
+from infercycle.api.values import RuleKind
 
 SIM_AGE_OFFSET = "600"  # simulated pods start ten minutes old: past their model-loading ramp
 
