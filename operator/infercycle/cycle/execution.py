@@ -148,6 +148,9 @@ class Executor:
                 waiting = move.waiting
             outcome, go_on = await self._perform(context, state, fresh, op, move, pod)
             expected = move.operation
+            if move.finishes and move.record is not None and not go_on:
+                done = f"{move.record.result} for {op.pod}: {move.record.message or ''}"
+                return RecyclingState(False, "Idle", done.rstrip(": "))
             if not go_on:
                 break
         return RecyclingState(True, "InProgress", waiting)

@@ -299,6 +299,17 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
     strategy = RestartStrategy(op.strategy)
     if strategy is RestartStrategy.RECREATE:
         if seen.pod is None:
+            if waited > timings.ready_timeout_s:
+                message = (
+                    f"{op.pod} was not recreated within {waited:.0f}s of its eviction "
+                    "(scaled down, or its controller is stuck); the recycle ends here"
+                )
+                return Move(
+                    Action.NONE,
+                    None,
+                    finish(op, RecycleResult.FAILED, now, message),
+                    _warning("RecycleFailed", message),
+                )
             return Move(Action.NONE, op, waiting=f"waiting for {op.pod} to be recreated")
         if seen.pod.terminating:
             return Move(Action.NONE, op, waiting=f"{op.pod} is terminating")
