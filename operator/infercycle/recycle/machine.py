@@ -164,6 +164,25 @@ def finish(
     )
 
 
+def _give_up(
+    op: RecycleOperation,
+    result: RecycleResult,
+    now: float,
+    message: str,
+    *,
+    record: str | None = None,
+    undrain: bool = False,
+) -> Move:
+    """End the operation without success: record it, warn, and return the pod to service
+    first when ``undrain`` (it may still be drained)."""
+    return Move(
+        Action.UNDRAIN if undrain else Action.NONE,
+        None,
+        finish(op, result, now, record if record is not None else message),
+        _warning(f"Recycle{result}", message),
+    )
+
+
 def _in_step_for(op: RecycleOperation, now: float) -> float:
     return now - from_timestamp(op.step_started_at)
 
@@ -184,12 +203,7 @@ def next_move(op: RecycleOperation, seen: Observation, timings: RecycleTimings, 
         pod is None or pod.uid != op.uid
     ):
         message = f"{op.pod} was replaced or deleted by something else before the restart"
-        return Move(
-            Action.NONE,
-            None,
-            finish(op, RecycleResult.ABANDONED, now, message),
-            _warning("RecycleAbandoned", message),
-        )
+        return _give_up(op, RecycleResult.ABANDONED, now, message)
     outcome = seen.outcome
     if step is RecycleStep.DRAINING:
         return _drain(op, seen, timings, now)
@@ -263,11 +277,13 @@ def _after_failed_restart(
     """The agent refused or could not be asked to restart the server."""
     if timings.fallback_to_recreate:
         return _escalate(op, now, f"in-place restart failed: {error}")
-    return Move(
-        Action.UNDRAIN,
-        None,
-        finish(op, RecycleResult.FAILED, now, error),
-        _warning("RecycleFailed", f"in-place restart failed: {error}"),
+    return _give_up(
+        op,
+        RecycleResult.FAILED,
+        now,
+        f"in-place restart failed: {error}",
+        record=error,
+        undrain=True,
     )
 
 
@@ -304,12 +320,7 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
                     f"{op.pod} was not recreated within {waited:.0f}s of its eviction "
                     "(scaled down, or its controller is stuck); the recycle ends here"
                 )
-                return Move(
-                    Action.NONE,
-                    None,
-                    finish(op, RecycleResult.FAILED, now, message),
-                    _warning("RecycleFailed", message),
-                )
+                return _give_up(op, RecycleResult.FAILED, now, message)
             return Move(Action.NONE, op, waiting=f"waiting for {op.pod} to be recreated")
         if seen.pod.terminating:
             return Move(Action.NONE, op, waiting=f"{op.pod} is terminating")
@@ -318,12 +329,7 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
                 f"eviction of {op.pod} stayed refused for {waited:.0f}s; the disruption budget "
                 "never allowed it, so the pod is returned to service untouched"
             )
-            return Move(
-                Action.UNDRAIN,
-                None,
-                finish(op, RecycleResult.ABANDONED, now, message),
-                _warning("RecycleAbandoned", message),
-            )
+            return _give_up(op, RecycleResult.ABANDONED, now, message, undrain=True)
         return Move(Action.EVICT, op, waiting=f"evicting {op.pod}")
     if waited > timings.ready_timeout_s / 2:
         return _escalate(op, now, f"{op.pod} did not restart in place within {waited:.0f}s")
@@ -343,12 +349,7 @@ def _wait_ready(
     waited = _in_step_for(op, now)
     if waited > timings.ready_timeout_s:
         message = f"{op.pod} was not Ready {waited:.0f}s after the restart"
-        return Move(
-            Action.UNDRAIN,
-            None,
-            finish(op, RecycleResult.FAILED, now, message),
-            _warning("RecycleFailed", message),
-        )
+        return _give_up(op, RecycleResult.FAILED, now, message, undrain=True)
     return Move(Action.NONE, op, waiting=f"waiting for {op.pod} to be Ready")
 
 
@@ -383,12 +384,7 @@ def _verify(op: RecycleOperation, seen: Observation, timings: RecycleTimings, no
                 ),
             )
         message = f"{op.pod} is still degraded after its recycle; the cause is not in the pod"
-        return Move(
-            Action.NONE,
-            None,
-            finish(op, RecycleResult.FAILED, now, message),
-            _warning("RecycleFailed", message),
-        )
+        return _give_up(op, RecycleResult.FAILED, now, message)
     if not seen.metrics_ok:
         return Move(Action.NONE, op, waiting=f"verifying {op.pod}: waiting for metrics")
     if _in_step_for(op, now) >= timings.verify_window_s:
