@@ -17,8 +17,8 @@ $(BIN)/infercycle: pyproject.toml
 venv: $(BIN)/infercycle
 
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks hack
-	$(BIN)/ruff format --check operator tests benchmarks hack
+	$(BIN)/ruff check operator tests benchmarks hack localcluster
+	$(BIN)/ruff format --check operator tests benchmarks hack localcluster
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
