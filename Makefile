@@ -17,8 +17,8 @@ $(BIN)/infercycle: pyproject.toml sim/pyproject.toml
 venv: $(BIN)/infercycle
 
 lint: venv
-	$(BIN)/ruff check operator sim tests benchmarks hack
-	$(BIN)/ruff format --check operator sim tests benchmarks hack
+	$(BIN)/ruff check operator sim tests benchmarks hack localcluster
+	$(BIN)/ruff format --check operator sim tests benchmarks hack localcluster
 	$(BIN)/lint-imports
 	$(PY) hack/import_cycles.py infercycle infercycle_sim
 	$(BIN)/mypy
