@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,7 +238,7 @@ def _degraded(evaluation: Evaluation, pod: PodState) -> bool:
 class Reporter:
     """Writes status and posts events for the cycle, through the Kubernetes port."""
 
-    def __init__(self, kube: KubePort, clock: Any) -> None:
+    def __init__(self, kube: KubePort, clock: Callable[[], float]) -> None:
         self._kube = kube
         self._clock = clock
 
@@ -280,7 +280,7 @@ class Reporter:
     ) -> None:
         """Repeated conditions are reported once per ``EVENT_REPEAT_S``, not once per cycle."""
         if state is not None:
-            now = float(self._clock())
+            now = self._clock()
             last = state.events.get((event.reason, event.message))
             if last is not None and now - last < EVENT_REPEAT_S:
                 return
