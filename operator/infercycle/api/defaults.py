@@ -14,6 +14,12 @@ preallocated, so any steady growth is a leak), latency, errors, CPU and cache pr
 noisier or shared with causes a restart does not fix (traffic surges, a bad upstream), so they
 count only when they agree: two distinct signals at once, each judged against the pod's own
 past, the fleet at the same time, or (errors) a fixed ceiling.
+
+Three failures are enough on their own because nothing else cures them: an engine that holds
+work but makes no progress for 3 minutes (the hung engine whose health endpoint still answers;
+it completes nothing, so it is never gated by traffic); a pod OOM-killed twice within a day;
+and a KV cache pinned at 95 % or more for 30 minutes with requests queueing, while the rest of
+the fleet is clearly less full (a fleet-wide surge fills every pod's cache and condemns none).
 """
 
 from __future__ import annotations
@@ -106,7 +112,35 @@ DEFAULT_RULES: tuple[SignalRuleSpec, ...] = (
         window="15m",
         requires_traffic=True,
     ),
+    SignalRuleSpec(
+        name="engine-stall",
+        signal="progress",
+        kind=RuleKind.STALL,
+        threshold="0",
+        window="3m",
+        pending="requests_pending",
+        sufficient=True,
+    ),
+    SignalRuleSpec(
+        name="oom-kills",
+        signal="oom_kills",
+        kind=RuleKind.INCREASE,
+        threshold="2",
+        window="24h",
+        sufficient=True,
+    ),
+    SignalRuleSpec(
+        name="kv-cache-saturation",
+        signal="kv_cache",
+        kind=RuleKind.SATURATION,
+        threshold="950m",
+        clear="900m",
+        window="30m",
+        pending="requests_waiting",
+        sufficient=True,
+    ),
 )
+
 
 DEFAULT_POLICY_SPEC = RecyclePolicySpec(
     health=HealthSpec(

@@ -24,6 +24,7 @@ from infercycle.api.spec import (
 )
 from infercycle.api.units import camel, parse_duration, parse_int_or_percent, parse_quantity
 from infercycle.api.values import (
+    RESTART_SIGNALS,
     DisruptionPolicy,
     EffectivePolicy,
     HealthPolicy,
@@ -31,6 +32,7 @@ from infercycle.api.values import (
     Rule,
     RuleKind,
     SwitchedOffRule,
+    breaches_upward,
 )
 
 _M = TypeVar("_M", bound=ApiModel)
@@ -118,13 +120,13 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
     kind = RuleKind(spec.kind)
     threshold = parse_quantity(spec.threshold)
     clear = parse_quantity(spec.clear) if spec.clear is not None else threshold
-    if kind is RuleKind.BELOW and clear < threshold:
+    if not breaches_upward(kind) and clear < threshold:
         msg = (
             f"{where}.clear: {spec.clear} must be at or above the threshold "
-            f"{spec.threshold} for a 'below' rule"
+            f"{spec.threshold} for a '{kind.value}' rule"
         )
         raise PolicyError(msg)
-    if kind is not RuleKind.BELOW and clear > threshold:
+    if breaches_upward(kind) and clear > threshold:
         msg = (
             f"{where}.clear: {spec.clear} must be at or below the threshold "
             f"{spec.threshold} for a '{kind.value}' rule"
@@ -132,6 +134,20 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
         raise PolicyError(msg)
     if kind in (RuleKind.BASELINE, RuleKind.OUTLIER) and threshold <= 1:
         msg = f'{where}.threshold: a {kind.value} threshold is a ratio above 1, such as "1.5"'
+        raise PolicyError(msg)
+    pending: str | None = None
+    if kind in (RuleKind.STALL, RuleKind.SATURATION):
+        pending = spec.pending or (
+            "requests_pending" if kind is RuleKind.STALL else "requests_waiting"
+        )
+        if pending not in known_signals:
+            msg = (
+                f"{where}.pending: signal {pending!r} has no query; add "
+                f"health.queries.{pending} or name a signal that counts waiting work"
+            )
+            raise PolicyError(msg)
+    elif spec.pending is not None:
+        msg = f"{where}.pending: only stall and saturation rules read a pending signal"
         raise PolicyError(msg)
     if (spec.limit is None) != (spec.time_to_limit is None):
         msg = f"{where}: limit and timeToLimit go together; set both or neither"
@@ -167,6 +183,7 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
         time_to_limit_s=parse_duration(spec.time_to_limit) if spec.time_to_limit else None,
         baseline_window_s=parse_duration(spec.baseline_window) if spec.baseline_window else 600.0,
         min_fleet=spec.min_fleet or 3,
+        pending_signal=pending,
     )
 
 
@@ -179,7 +196,7 @@ def resolve_policy(
     profile = profile_for(spec.server)
     own_queries = dict(health.queries or {})
     queries = {**profile.queries, **own_queries}
-    known = set(BUILTIN_SIGNALS) | set(queries)
+    known = set(BUILTIN_SIGNALS) | set(queries) | RESTART_SIGNALS
     wanted = [rule for rule in (_resolve_rule(r, known) for r in health.rules or ()) if rule]
     switched_off = switched_off_rules(wanted, queries, profile)
     off = {entry.rule for entry in switched_off}
@@ -248,16 +265,26 @@ def switched_off_rules(
 ) -> tuple[SwitchedOffRule, ...]:
     """The rules that cannot run because a signal they read has no query, and why.
 
-    A rule reads its own signal, its limit signal (growth with a per-pod limit) and, when it
-    counts only under traffic, ``request_rate``. The reason is the profile's note on the
-    missing signal (what the server lacks and how to supply a query). The caller reports every
-    entry (a condition and a Warning Event): a rule is never dropped silently.
+    A rule reads its own signal, its limit signal (growth with a per-pod limit), its pending
+    signal (stall, saturation) and, when it counts only under traffic, ``request_rate``. The
+    restart counters the engine keeps itself (``oom_kills``, ``restarts``) need no query. The
+    reason is the profile's note on the missing signal (what the server lacks and how to supply
+    a query). The caller reports every entry (a condition and a Warning Event): a rule is never
+    dropped silently.
     """
     unavailable = profile.unavailable
     result = []
     for rule in rules:
-        needed = [rule.signal, rule.limit_signal, "request_rate" if rule.requires_traffic else None]
-        missing = next((s for s in needed if s is not None and s not in queries), None)
+        needed = [
+            rule.signal,
+            rule.limit_signal,
+            rule.pending_signal,
+            "request_rate" if rule.requires_traffic else None,
+        ]
+        missing = next(
+            (s for s in needed if s is not None and s not in queries and s not in RESTART_SIGNALS),
+            None,
+        )
         if missing is not None:
             reason = unavailable.get(missing) or f"no query for {missing}"
             if rule.requires_traffic and missing == "request_rate":

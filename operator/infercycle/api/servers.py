@@ -46,8 +46,16 @@ ENGINE_SIGNALS = (
     "requests_running",
     "request_rate",
     "error_rate",
+    "requests_waiting",
+    "requests_pending",
+    "progress",
 )
-"""Signals the inference server itself exports; a profile gives each a query or a reason."""
+"""Signals the inference server itself exports; a profile gives each a query or a reason.
+
+``progress`` is a raw counter (not a rate: a rate over minutes would keep a hung engine looking
+busy) that rises with every step of work the engine does; a counter that rises only when a
+request finishes does not qualify, since one long generation would look like a hang.
+``requests_pending`` is the work the engine holds, running or waiting."""
 
 INFRASTRUCTURE_SIGNALS = ("cpu", "memory", "memory_limit", "gpu_memory", "gpu_memory_total")
 """Signals from cAdvisor, kube-state-metrics and dcgm-exporter: the same for every server."""
@@ -356,6 +364,25 @@ VLLM = _profile(
             ("vllm:request_success_total",),
             'finished_reason="error" over all finished requests (vLLM has no failure counter)',
         ),
+        "requests_waiting": SignalSource(
+            "requests_waiting",
+            by_pod("vllm:num_requests_waiting"),
+            ("vllm:num_requests_waiting",),
+        ),
+        "requests_pending": SignalSource(
+            "requests_pending",
+            plus_optional(by_pod("vllm:num_requests_running"), by_pod("vllm:num_requests_waiting")),
+            ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+            "running plus waiting requests",
+        ),
+        "progress": SignalSource(
+            "progress",
+            plus_optional(
+                by_pod("vllm:generation_tokens_total"), by_pod("vllm:request_success_total")
+            ),
+            ("vllm:generation_tokens_total", "vllm:request_success_total"),
+            "tokens generated (counted every engine step) plus requests finished",
+        ),
     },
 )
 
@@ -416,6 +443,23 @@ SGLANG = _profile(
             "5xx responses of the generation endpoints over all their responses "
             "(sglang:num_aborted_requests_total also counts client cancellations)",
         ),
+        "requests_waiting": SignalSource(
+            "requests_waiting",
+            by_pod("sglang:num_queue_reqs"),
+            ("sglang:num_queue_reqs",),
+        ),
+        "requests_pending": SignalSource(
+            "requests_pending",
+            plus_optional(by_pod("sglang:num_running_reqs"), by_pod("sglang:num_queue_reqs")),
+            ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
+            "running plus queued requests",
+        ),
+        "progress": _unavailable(
+            "progress",
+            "SGLang counts generated tokens and requests only when a request finishes "
+            "(observe_one_finished_request), so one long generation would look like a hang; "
+            "add health.queries.progress with a counter that rises every step",
+        ),
     },
 )
 
@@ -470,6 +514,23 @@ TGI = _profile(
             "failures other than bad input (validation) and client disconnects (dropped) "
             "over all finished requests",
         ),
+        "requests_waiting": SignalSource(
+            "requests_waiting",
+            by_pod("tgi_queue_size"),
+            ("tgi_queue_size",),
+        ),
+        "requests_pending": SignalSource(
+            "requests_pending",
+            plus_optional(by_pod("tgi_batch_current_size"), by_pod("tgi_queue_size")),
+            ("tgi_batch_current_size", "tgi_queue_size"),
+            "the running batch plus the queue",
+        ),
+        "progress": SignalSource(
+            "progress",
+            by_pod("tgi_batch_inference_count"),
+            ("tgi_batch_inference_count",),
+            "forward passes (prefill and decode), counted as each starts",
+        ),
     },
 )
 
@@ -505,6 +566,25 @@ LLAMACPP = _profile(
             "llama.cpp counts tokens, not requests; rules that need traffic are switched off",
         ),
         "error_rate": _unavailable("error_rate", "llama.cpp exports no error counter"),
+        "requests_waiting": SignalSource(
+            "requests_waiting",
+            by_pod("llamacpp:requests_deferred"),
+            ("llamacpp:requests_deferred",),
+        ),
+        "requests_pending": SignalSource(
+            "requests_pending",
+            plus_optional(
+                by_pod("llamacpp:requests_processing"), by_pod("llamacpp:requests_deferred")
+            ),
+            ("llamacpp:requests_processing", "llamacpp:requests_deferred"),
+            "processing plus deferred requests",
+        ),
+        "progress": SignalSource(
+            "progress",
+            by_pod("llamacpp:n_decode_total"),
+            ("llamacpp:n_decode_total",),
+            "llama_decode() calls (tokens_predicted_total rises only when a request finishes)",
+        ),
     },
 )
 
@@ -563,6 +643,22 @@ TRITON = _profile(
             ),
             ("nv_inference_request_failure", "nv_inference_request_success"),
         ),
+        "requests_waiting": SignalSource(
+            "requests_waiting",
+            by_pod("nv_inference_pending_request_count"),
+            ("nv_inference_pending_request_count",),
+            "requests queued in Triton's scheduler",
+        ),
+        "requests_pending": _unavailable(
+            "requests_pending",
+            "Triton has no count of requests in execution that holds for every backend; add "
+            "health.queries.requests_pending",
+        ),
+        "progress": _unavailable(
+            "progress",
+            "Triton counts executions per request or batch, not per generation step; add "
+            "health.queries.progress with a counter that rises every step",
+        ),
     },
 )
 
@@ -615,6 +711,21 @@ DYNAMO = _profile(
                 rate_by_pod("dynamo_component_requests_total"),
             ),
             ("dynamo_component_errors_total", "dynamo_component_requests_total"),
+        ),
+        "requests_waiting": _unavailable(
+            "requests_waiting",
+            "Dynamo workers export no queue length; the engine a worker runs may (health.queries)",
+        ),
+        "requests_pending": SignalSource(
+            "requests_pending",
+            by_pod("dynamo_component_inflight_requests"),
+            ("dynamo_component_inflight_requests",),
+            "requests in flight on the worker",
+        ),
+        "progress": _unavailable(
+            "progress",
+            "Dynamo counts requests, not generation steps; the engine a worker runs may "
+            "(health.queries.progress)",
         ),
     },
 )

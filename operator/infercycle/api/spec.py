@@ -82,7 +82,12 @@ class SignalRuleSpec(ApiModel):
             default=None,
             description="above/below: every sample in the window beyond the threshold; growth: "
             "robust slope over the window, per hour; baseline: ratio to the pod's own early "
-            "value; outlier: ratio to the fleet median at the same time.",
+            "value; outlier: ratio to the fleet median at the same time; stall: a progress "
+            "counter rises by at most the threshold over the window while `pending` work "
+            "waits throughout; increase: a counter rises by at least the threshold within the "
+            "window (restarts and OOM kills count across the pod's lives); saturation: every "
+            "sample at or above the threshold while `pending` work queues and the fleet "
+            "median stays clearly below the pod.",
         ),
     ] = None
     threshold: Annotated[
@@ -150,7 +155,22 @@ class SignalRuleSpec(ApiModel):
     ] = None
     min_fleet: Annotated[
         int | None,
-        Field(default=None, ge=2, le=10000, description="outlier only: pods with data needed."),
+        Field(
+            default=None,
+            ge=2,
+            le=10000,
+            description="outlier and saturation only: pods with data needed.",
+        ),
+    ] = None
+    pending: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=63,
+            json_schema_extra={"pattern": SIGNAL_NAME_PATTERN},
+            description="stall and saturation only: the signal counting work that waits "
+            '(default "requests_pending" for stall, "requests_waiting" for saturation).',
+        ),
     ] = None
     enabled: Annotated[
         bool | None, Field(default=None, description="false switches an inherited rule off.")

@@ -22,6 +22,18 @@ class RuleKind(StrEnum):
     GROWTH = "growth"
     BASELINE = "baseline"
     OUTLIER = "outlier"
+    STALL = "stall"
+    INCREASE = "increase"
+    SATURATION = "saturation"
+
+
+RESTART_SIGNALS = frozenset({"oom_kills", "restarts"})
+"""Counters the engine keeps itself from each pod's container restarts: no query reads them."""
+
+
+def breaches_upward(kind: RuleKind) -> bool:
+    """Whether a rule of this kind breaches above its threshold (below and stall: under it)."""
+    return kind not in (RuleKind.BELOW, RuleKind.STALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,8 @@ class Rule:
     time_to_limit_s: float | None = None
     baseline_window_s: float = 600.0
     min_fleet: int = 3
+    pending_signal: str | None = None
+    """stall and saturation: the signal counting work that waits."""
 
     @property
     def judges_time_to_limit(self) -> bool:
@@ -50,7 +64,7 @@ class Rule:
 
     @property
     def breaches_upward(self) -> bool:
-        return self.kind is not RuleKind.BELOW
+        return breaches_upward(self.kind)
 
     def format_level(self, value: float) -> str:
         """A threshold-like number (or an observation against it) in this rule's terms."""
@@ -79,6 +93,15 @@ class Rule:
             return f"{self.signal} >= {level} own baseline for {window}"
         if self.kind is RuleKind.OUTLIER:
             return f"{self.signal} >= {level} fleet median for {window}"
+        if self.kind is RuleKind.STALL:
+            return f"{self.signal} rising <= {level} over {window} while {self.pending_signal} > 0"
+        if self.kind is RuleKind.INCREASE:
+            return f"{self.signal} rising >= {level} within {window}"
+        if self.kind is RuleKind.SATURATION:
+            return (
+                f"{self.signal} >= {level} for {window} while {self.pending_signal} > 0, "
+                "well above the fleet median"
+            )
         symbol = ">" if self.kind is RuleKind.ABOVE else "<"
         return f"{self.signal} {symbol} {level} for {window}"
 
@@ -97,17 +120,25 @@ class HealthPolicy:
 
     @property
     def signals(self) -> tuple[str, ...]:
-        """Every signal a rule reads (its own and its limit signal), plus request_rate
-        (traffic gating needs it)."""
+        """Every signal a rule reads (its own, its limit signal, its pending signal), plus
+        request_rate (traffic gating needs it)."""
         seen = dict.fromkeys(rule.signal for rule in self.rules)
         seen.update(dict.fromkeys(r.limit_signal for r in self.rules if r.limit_signal))
+        seen.update(dict.fromkeys(r.pending_signal for r in self.rules if r.pending_signal))
         seen.setdefault("request_rate", None)
         return tuple(seen)
 
     @property
     def longest_window_s(self) -> float:
+        """The history the sample ring must keep; restart counts the engine keeps itself (a
+        day of OOM kills costs a few numbers per pod) do not need it."""
         longest = max(
-            [max(rule.window_s, rule.sustain_s + rule.window_s) for rule in self.rules] or [0.0]
+            [
+                rule.sustain_s + rule.window_s
+                for rule in self.rules
+                if rule.signal not in RESTART_SIGNALS
+            ]
+            or [0.0]
         )
         return max(longest, self.warmup_s)
 

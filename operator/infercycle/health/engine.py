@@ -56,9 +56,11 @@ import numpy as np
 import numpy.typing as npt
 
 from infercycle.api.units import format_duration
-from infercycle.api.values import HealthPolicy, Rule, RuleKind
+from infercycle.api.values import RESTART_SIGNALS, HealthPolicy, Rule, RuleKind
 from infercycle.health.history import MERGE_TOLERANCE_S, CycleStore
 from infercycle.health.model import (
+    OOM_KILLED,
+    ContainerRestarts,
     PodKey,
     Reason,
     RuleEvaluation,
@@ -78,7 +80,15 @@ from infercycle.health.robust import (
     theil_sen,
 )
 
-__all__ = ["HealthEngine", "PodKey", "Reason", "RuleEvaluation", "RuleState", "Verdict"]
+__all__ = [
+    "ContainerRestarts",
+    "HealthEngine",
+    "PodKey",
+    "Reason",
+    "RuleEvaluation",
+    "RuleState",
+    "Verdict",
+]
 
 REQUEST_RATE = "request_rate"
 MIN_COVERAGE = 0.8
@@ -90,9 +100,22 @@ COMPARABLE_LOAD_RATIO = 1.5
 BASELINE_MIN_COVERAGE = 0.5
 RETRO_SUSTAIN_STEPS = 6
 """Past instants checked after a backfill to restore how long a growth rule has been breached."""
+EVENT_SLOTS = 16
+"""Restarts and OOM kills remembered per pod (the newest ones)."""
+OOM_NEAR_LIMIT = 0.9
+"""A restart seen only as a counter reset counts as an OOM kill when the pod's last sample of a
+limited signal (host memory against its memory limit) was at least this share of the limit."""
+SATURATION_FLEET_RATIO = 1.25
+"""A saturation sample counts only while the pod is at least this times the fleet median: a
+fleet-wide surge fills every cache and condemns none."""
 
 _Scalar = TypeVar("_Scalar", bound=np.generic)
 StateArray = npt.NDArray[np.int8]
+
+_SUSTAINED = frozenset(
+    {RuleKind.ABOVE, RuleKind.BELOW, RuleKind.BASELINE, RuleKind.OUTLIER, RuleKind.SATURATION}
+)
+"""Kinds judged by every sample of a covered window, in one batch."""
 
 _STATES = tuple(RuleState)
 _CODE = {state: np.int8(index) for index, state in enumerate(_STATES)}
@@ -104,6 +127,8 @@ INSUFFICIENT_FLEET = _CODE[RuleState.INSUFFICIENT_FLEET]
 # NO_DATA details, kept in the per-rule ``aux`` numbers (coverage fractions are 0..1).
 _NO_BASELINE = -1.0
 _NO_TRAFFIC_DATA = -2.0
+_NO_PENDING_DATA = -3.0
+_NO_RESTART_DATA = -4.0
 
 
 def _grow(array: npt.NDArray[_Scalar], rows: int, fill: float) -> npt.NDArray[_Scalar]:
@@ -249,7 +274,9 @@ class _Cycle:
     fresh: BoolArray
     """(signals, rows): the newest sample with data is recent enough to count."""
     windows: dict[tuple[float, float], _Window] = field(default_factory=dict)
-    initial: dict[tuple[str, bool], tuple[StateArray, FloatArray]] = field(default_factory=dict)
+    initial: dict[tuple[str, bool, str | None], tuple[StateArray, FloatArray]] = field(
+        default_factory=dict
+    )
 
 
 class _Explanation:
@@ -285,6 +312,10 @@ def _detail(rule: Rule, state: RuleState, aux: float) -> str:
             return "no baseline yet"
         if aux == _NO_TRAFFIC_DATA:
             return "no fresh request_rate data"
+        if aux == _NO_PENDING_DATA:
+            return f"no fresh {rule.pending_signal} data"
+        if aux == _NO_RESTART_DATA:
+            return "no restart information for the pod"
         if math.isnan(aux):
             return f"no fresh {rule.signal} data"
         return f"{aux * 100:.0f}% of the {format_duration(rule.window_s)} window covered"
@@ -304,7 +335,7 @@ class HealthEngine:
 
     def __init__(self, policy: HealthPolicy) -> None:
         self._policy = policy
-        self._store = CycleStore(policy.signals, policy.longest_window_s)
+        self._store = CycleStore(_stored(policy), policy.longest_window_s)
         self._rows: dict[PodKey, int] = {}
         self._by_name: dict[str, PodKey] = {}
         self._free: list[int] = []
@@ -315,11 +346,20 @@ class HealthEngine:
         self._in_use: BoolArray = np.zeros(self._capacity, dtype=bool)
         self._backfilled: BoolArray = np.zeros(self._capacity, dtype=bool)
         self._degraded: BoolArray = np.zeros(self._capacity, dtype=bool)
+        self._life: FloatArray = np.full(self._capacity, np.nan)
+        """When the current life of the pod's process began (NaN: its first life)."""
+        self._restart_count: IntArray = np.full(self._capacity, -1, dtype=np.intp)
+        """The containers' restart count last reported (-1: never reported)."""
+        self._restarts: FloatArray = np.full((self._capacity, EVENT_SLOTS), np.nan)
+        self._ooms: FloatArray = np.full((self._capacity, EVENT_SLOTS), np.nan)
+        """Times of the newest restarts and OOM kills per row, newest first (NaN: none)."""
         self._memory = {rule.name: _RuleMemory(rule, self._capacity) for rule in policy.rules}
         self._fleet: _FleetColumns | None = None
         self._explanation = _Explanation(self._rows)
         self._verdicts_now: dict[PodKey, Verdict] = {}
-        self._pending: list[tuple[int, float, float, Mapping[str, float | None]]] = []
+        self._pending: list[
+            tuple[int, float, float, Mapping[str, float | None], ContainerRestarts | None]
+        ] = []
         self._generation = 0
         """Bumped when pods come or go, so that cached per-row results are recomputed."""
 
@@ -339,7 +379,7 @@ class HealthEngine:
             return
         self._flush()
         self._policy = policy
-        self._store.set_signals(policy.signals)
+        self._store.set_signals(_stored(policy))
         self._store.set_history(policy.longest_window_s)
         memory = {}
         for rule in policy.rules:
@@ -356,18 +396,25 @@ class HealthEngine:
         self._generation += 1
 
     def observe(
-        self, t: float, pod: PodKey, started_at: float, signals: Mapping[str, float | None]
+        self,
+        t: float,
+        pod: PodKey,
+        started_at: float,
+        signals: Mapping[str, float | None],
+        restarts: ContainerRestarts | None = None,
     ) -> None:
         """One instant sample of one pod; all pods of a cycle are observed with the same ``t``
         (observations less than half a second apart count as one cycle).
 
         A missing signal or ``None`` is no data; signals no rule reads are ignored. Observing a
-        pod twice in a cycle keeps the later sample.
+        pod twice in a cycle keeps the later sample. ``restarts`` is what the pod's status says
+        about its containers' restarts (see :class:`ContainerRestarts`); without it, a restart
+        shows only as a reset of a progress counter (the signal of a stall rule).
         """
         row = self._rows.get(pod)
         if row is None:
             row = self._row(pod, started_at)
-        self._pending.append((row, t, started_at, signals))
+        self._pending.append((row, t, started_at, signals, restarts))
 
     def _flush(self) -> None:
         """Write the observations gathered since the last flush, one cycle at a time.
@@ -379,9 +426,12 @@ class HealthEngine:
         if not pending:
             return
         self._pending = []
-        cycles: dict[float, dict[int, tuple[float, Mapping[str, float | None]]]] = {}
-        for row, t, started_at, signals in pending:
-            cycles.setdefault(t, {})[row] = (started_at, signals)
+        cycles: dict[
+            float,
+            dict[int, tuple[float, Mapping[str, float | None], ContainerRestarts | None]],
+        ] = {}
+        for row, t, started_at, signals, restarts in pending:
+            cycles.setdefault(t, {})[row] = (started_at, signals, restarts)
         store = self._store
         for t, latest in cycles.items():
             column = store.column_for(t)
@@ -394,10 +444,18 @@ class HealthEngine:
             self._seen[rows] = np.fmax(self._seen[rows], t)
             names = store.signals
             table = np.array(
-                [[signals.get(name) for name in names] for _, signals in entries],
+                [[signals.get(name) for name in names] for _, signals, _ in entries],
                 dtype=np.float64,
             ).reshape(len(entries), len(names))
             table[~np.isfinite(table)] = np.nan
+            reported = [
+                (row, entry[2])
+                for row, entry in zip(rows.tolist(), entries, strict=True)
+                if entry[2] is not None
+            ]
+            for row, restarts in reported:
+                self._take_restarts(row, t, restarts)
+            self._detect_resets(rows, t, table, {row for row, _ in reported})
             store.write_cycle(column, rows, t, table)
 
     def observe_series(
@@ -466,7 +524,7 @@ class HealthEngine:
             rows=rows,
             step=self._store.step(),
             in_use=self._in_use[:rows],
-            warm_end=self._started[:rows] + policy.warmup_s,
+            warm_end=np.fmax(self._started[:rows], self._life[:rows]) + policy.warmup_s,
             fresh=(now - self._store.newest_times[:, :rows]) <= policy.stale_after_s,
         )
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -514,6 +572,7 @@ class HealthEngine:
         self._in_use[row] = True
         self._backfilled[row] = False
         self._degraded[row] = False
+        self._forget_lives(row)
         self._store.clear_row(row)
         for memory in self._memory.values():
             memory.reset(row)
@@ -529,6 +588,14 @@ class HealthEngine:
         self._in_use = _grow(self._in_use, capacity, fill=False)
         self._backfilled = _grow(self._backfilled, capacity, fill=False)
         self._degraded = _grow(self._degraded, capacity, fill=False)
+        self._life = _grow(self._life, capacity, np.nan)
+        self._restart_count = _grow(self._restart_count, capacity, -1)
+        events = np.full((capacity, EVENT_SLOTS), np.nan)
+        events[: len(self._restarts)] = self._restarts
+        self._restarts = events
+        events = np.full((capacity, EVENT_SLOTS), np.nan)
+        events[: len(self._ooms)] = self._ooms
+        self._ooms = events
         for memory in self._memory.values():
             memory.grow(capacity)
         self._capacity = capacity
@@ -541,6 +608,7 @@ class HealthEngine:
             del self._by_name[pod.name]
         self._in_use[row] = False
         self._seen[row] = np.nan
+        self._forget_lives(row)
         self._store.clear_row(row)
         for memory in self._memory.values():
             memory.reset(row)
@@ -554,6 +622,86 @@ class HealthEngine:
         for key in stale:
             self._drop(key)
 
+    # -- lives of the process -----------------------------------------------------------------
+
+    def _forget_lives(self, row: int) -> None:
+        self._life[row] = np.nan
+        self._restart_count[row] = -1
+        self._restarts[row] = np.nan
+        self._ooms[row] = np.nan
+
+    def _new_life(self, row: int, at: float, *, oom: bool) -> None:
+        if not self._life[row] >= at:
+            self._life[row] = at
+        self._restarts[row] = np.roll(self._restarts[row], 1)
+        self._restarts[row, 0] = at
+        if oom:
+            self._ooms[row] = np.roll(self._ooms[row], 1)
+            self._ooms[row, 0] = at
+
+    def _take_restarts(self, row: int, t: float, restarts: ContainerRestarts) -> None:
+        """A rise in the restart count starts a new life at the last termination (or now).
+
+        The first report only places the current life: restarts from before the engine knew
+        the pod are not events it saw, except that the newest one, if it ended within the
+        history, still bounds the current life.
+        """
+        previous = int(self._restart_count[row])
+        self._restart_count[row] = restarts.count
+        finished = restarts.last_finished_at
+        at = finished if finished is not None and finished <= t else t
+        if previous < 0:
+            if restarts.count > 0 and finished is not None and finished <= t:
+                self._life[row] = max(finished, float(np.nan_to_num(self._life[row], nan=-1e18)))
+            return
+        if restarts.count > previous:
+            self._new_life(row, at, oom=restarts.last_reason == OOM_KILLED)
+        elif restarts.count < previous:  # a new pod under the same uid cannot happen; be safe
+            self._restart_count[row] = restarts.count
+
+    def _detect_resets(
+        self, rows: IntArray, t: float, table: FloatArray, reported: Collection[int]
+    ) -> None:
+        """A progress counter that falls means its process restarted: a new life starts.
+
+        Only for pods whose restarts are not reported. Such a restart counts as an OOM kill when
+        the pod's last sample of a limited growth signal was near its limit.
+        """
+        store = self._store
+        counters = [
+            store.index[rule.signal]
+            for rule in self._policy.rules
+            if rule.kind is RuleKind.STALL and rule.signal in store.index
+        ]
+        if not counters:
+            return
+        index = np.array(sorted(set(counters)))
+        before = store.newest_values[index][:, rows]
+        now = table[:, index].T
+        with np.errstate(invalid="ignore"):
+            fell = (now < before).any(axis=0)
+        fell &= self._restart_count[rows] < 0
+        if not fell.any():
+            return
+        limited = [
+            (store.index[rule.signal], store.index[rule.limit_signal])
+            for rule in self._policy.rules
+            if rule.limit_signal is not None
+            and rule.signal in store.index
+            and rule.limit_signal in store.index
+        ]
+        for position in np.flatnonzero(fell).tolist():
+            row = int(rows[position])
+            if reported and row in reported:
+                continue
+            oom = False
+            for signal, limit in limited:
+                level = store.newest_values[signal, row]
+                ceiling = store.newest_values[limit, row]
+                if ceiling > 0 and level >= OOM_NEAR_LIMIT * ceiling:
+                    oom = True
+            self._new_life(row, t, oom=oom)
+
     # -- fleet -------------------------------------------------------------------------------
 
     def _refresh_fleet(self, cycle: _Cycle) -> None:
@@ -565,7 +713,7 @@ class HealthEngine:
                 {
                     (rule.signal, rule.requires_traffic)
                     for rule in self._policy.rules
-                    if rule.kind is RuleKind.OUTLIER
+                    if rule.kind in (RuleKind.OUTLIER, RuleKind.SATURATION)
                 }
             )
         )
@@ -640,18 +788,19 @@ class HealthEngine:
         """Every rule's outcome, in policy order; sustained rules are judged in one batch."""
         rules = self._policy.rules
         outcomes: dict[str, _Outcome] = {}
-        sustained = [
-            self._prepare(rule, cycle) for rule in rules if rule.kind is not RuleKind.GROWTH
-        ]
+        sustained = [self._prepare(rule, cycle) for rule in rules if rule.kind in _SUSTAINED]
         if sustained:
             for prepared, outcome in zip(sustained, self._sustained(sustained, cycle), strict=True):
                 outcomes[prepared.rule.name] = outcome
         for rule in rules:
+            memory = self._memory[rule.name]
             if rule.kind is RuleKind.GROWTH:
                 state, aux = self._initial_state(rule, cycle)
-                outcomes[rule.name] = self._growth(
-                    rule, cycle, memory=self._memory[rule.name], state=state, aux=aux
-                )
+                outcomes[rule.name] = self._growth(rule, cycle, memory=memory, state=state, aux=aux)
+            elif rule.kind is RuleKind.STALL:
+                outcomes[rule.name] = self._stall(rule, cycle, memory)
+            elif rule.kind is RuleKind.INCREASE:
+                outcomes[rule.name] = self._increase(rule, cycle, memory)
         for rule in rules:
             self._memory[rule.name].breached[: cycle.rows] = outcomes[rule.name].breached
         return [outcomes[rule.name] for rule in rules]
@@ -661,7 +810,7 @@ class HealthEngine:
 
         The same for all rules on a signal with the same traffic gating, so built once a cycle.
         """
-        key = (rule.signal, rule.requires_traffic)
+        key = (rule.signal, rule.requires_traffic, rule.pending_signal)
         cached = cycle.initial.get(key)
         if cached is None:
             policy, store = self._policy, self._store
@@ -683,6 +832,16 @@ class HealthEngine:
                 unknown = fresh & ~rate_fresh
                 state[unknown] = NO_DATA
                 aux[unknown] = _NO_TRAFFIC_DATA
+            pending = rule.pending_signal
+            if pending is not None:
+                pending_fresh = (
+                    cycle.fresh[store.index[pending]]
+                    if pending in store.index
+                    else np.zeros(rows, dtype=bool)
+                )
+                unknown = (state == OK) & ~pending_fresh
+                state[unknown] = NO_DATA
+                aux[unknown] = _NO_PENDING_DATA
             warming = now < cycle.warm_end
             state[warming] = WARMING_UP
             aux[warming] = (cycle.warm_end - now)[warming]
@@ -714,6 +873,10 @@ class HealthEngine:
                 surge = (state == OK) & (ratio > COMPARABLE_LOAD_RATIO)
                 state[surge] = NOT_COMPARABLE
                 aux[surge] = ratio[surge]
+        elif rule.kind is RuleKind.SATURATION:
+            values, usable = self._saturation(
+                rule, cycle, window=window, values=values, usable=usable, state=state, aux=aux
+            )
         elif rule.kind is RuleKind.OUTLIER:
             fleet = self._fleet
             assert fleet is not None
@@ -780,6 +943,133 @@ class HealthEngine:
             _Outcome(state[i], observed[i], level[i], aux[i], holding[i], breached[i])
             for i in range(count)
         ]
+
+    def _saturation(
+        self,
+        rule: Rule,
+        cycle: _Cycle,
+        *,
+        window: _Window,
+        values: AnyFloatArray,
+        usable: BoolArray,
+        state: StateArray,
+        aux: FloatArray,
+    ) -> tuple[AnyFloatArray, BoolArray]:
+        """The signal where work queues and the pod is well above the fleet median, else 0
+        (a sample that cannot breach); cycles with too few pods in the fleet do not count."""
+        rows, columns = cycle.rows, window.columns
+        fleet = self._fleet
+        assert fleet is not None
+        assert rule.pending_signal is not None
+        index = fleet.row(rule.signal, rule.requires_traffic)
+        count, median = fleet.count[index], fleet.median[index]
+        enough = count[columns] >= rule.min_fleet
+        pending = self._store.values[rule.pending_signal][:rows, columns]
+        typical = np.nan_to_num(median[columns], nan=0.0)[None, :]
+        alone = values >= SATURATION_FLEET_RATIO * typical
+        queued = pending > 0
+        usable = usable & enough[None, :] & ~np.isnan(pending)
+        values = np.where(queued & alone, values, 0.0)
+        newest = self._store.newest_column
+        size = int(count[newest]) if newest >= 0 else 0
+        if size < rule.min_fleet:
+            thin = state == OK
+            state[thin] = INSUFFICIENT_FLEET
+            aux[thin] = float(size)
+        return values, usable
+
+    def _counter_outcome(
+        self,
+        rule: Rule,
+        memory: _RuleMemory,
+        state: StateArray,
+        aux: FloatArray,
+        *,
+        rise: FloatArray,
+        enter: BoolArray,
+        still: BoolArray,
+    ) -> _Outcome:
+        """Breach, hysteresis and bookkeeping shared by the counter kinds (stall, increase):
+        ``enter`` starts a breach, ``still`` holds one."""
+        rows = len(state)
+        eligible = state == OK
+        before = memory.breached[:rows]
+        enter = eligible & enter
+        hold = before & eligible & still & ~enter
+        breached = enter | hold
+        state[breached] = BREACH
+        held = before & breached
+        level = np.where(held, rule.clear, rule.threshold)
+        return _Outcome(state, rise, level, aux, holding=held & ~enter, breached=breached)
+
+    def _stall(self, rule: Rule, cycle: _Cycle, memory: _RuleMemory) -> _Outcome:
+        """Progress (a counter) rises by at most the threshold over a covered window while
+        the pending signal stays above 0 in every sample: the engine holds work and does none.
+        Samples before warm-up or from an earlier life of the process do not count."""
+        state, aux = self._initial_state(rule, cycle)
+        rows = cycle.rows
+        assert rule.pending_signal is not None
+        window = self._window(cycle, rule.window_s)
+        values, usable = self._samples(rule, cycle, window)
+        if rule.pending_signal in self._store.values:
+            pending = self._store.values[rule.pending_signal][:rows, window.columns]
+        else:
+            pending = np.full(values.shape, np.nan, dtype=np.float32)
+        usable &= ~np.isnan(pending)
+        counts = np.count_nonzero(usable, axis=1)
+        expected = max(rule.window_s / cycle.step, 1.0)
+        needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * expected))
+        highest = np.max(values, axis=1, where=usable, initial=-np.inf).astype(np.float64)
+        lowest = np.min(values, axis=1, where=usable, initial=np.inf).astype(np.float64)
+        rise = np.where(counts > 0, highest - lowest, np.nan)
+        waiting = np.all(~usable | (pending > 0), axis=1)
+        covered = counts >= needed
+        thin = (state == OK) & ~covered & ~memory.breached[:rows]
+        state[thin] = NO_DATA
+        aux[thin] = counts[thin] / expected
+        return self._counter_outcome(
+            rule,
+            memory,
+            state,
+            aux,
+            rise=rise,
+            enter=covered & waiting & (rise <= rule.threshold),
+            still=(counts > 0) & (rise <= rule.clear),
+        )
+
+    def _increase(self, rule: Rule, cycle: _Cycle, memory: _RuleMemory) -> _Outcome:
+        """A counter rises by at least the threshold within the window, across restarts and
+        warm-ups. ``oom_kills`` and ``restarts`` are the engine's own counts of the pod's
+        restarts; any other signal is read from the samples (a fall is a reset to 0)."""
+        rows, now = cycle.rows, cycle.now
+        if rule.signal in RESTART_SIGNALS:
+            events = self._ooms if rule.signal == "oom_kills" else self._restarts
+            with np.errstate(invalid="ignore"):
+                inside = (events[:rows] > now - rule.window_s) & (events[:rows] <= now)
+            rise = np.count_nonzero(inside, axis=1).astype(np.float64)
+            state = np.full(rows, OK, dtype=np.int8)
+            aux = np.full(rows, np.nan)
+            unknown = (self._restart_count[:rows] < 0) & np.isnan(self._restarts[:rows, 0])
+            state[unknown] = NO_DATA
+            aux[unknown] = _NO_RESTART_DATA
+            state[~cycle.in_use] = NO_DATA
+        else:
+            state, aux = self._initial_state(rule, cycle)
+            state[state == WARMING_UP] = OK
+            window = self._window(cycle, rule.window_s)
+            values = self._store.values[rule.signal][:rows, window.columns].astype(np.float64)
+            rise = _counter_rise(values)
+            known = np.count_nonzero(~np.isnan(values), axis=1) >= 2
+            rise = np.where(known, rise, np.nan)
+        return self._counter_outcome(
+            rule,
+            memory,
+            state,
+            aux,
+            rise=rise,
+            enter=rise >= rule.threshold,
+            still=rise >= rule.clear,
+        )
 
     def _trend(
         self, rule: Rule, cycle: _Cycle, at: float | None = None
@@ -1037,3 +1327,26 @@ class HealthEngine:
             verdicts[key] = same
         self._verdicts_now = verdicts
         return dict(verdicts)
+
+
+def _counter_rise(values: FloatArray) -> FloatArray:
+    """How much each row's counter rose over its samples, as Prometheus' ``increase`` counts
+    it: a fall is a reset, after which the counter counts from 0; gaps are bridged."""
+    columns = values.shape[1]
+    if columns < 2:
+        return np.zeros(values.shape[0])
+    present = ~np.isnan(values)
+    last = np.where(present, np.arange(columns), -1)
+    np.maximum.accumulate(last, axis=1, out=last)
+    previous = np.concatenate([np.full((values.shape[0], 1), -1), last[:, :-1]], axis=1)
+    before = np.take_along_axis(values, np.maximum(previous, 0), axis=1)
+    usable = present & (previous >= 0)
+    step = values - before
+    contribution = np.where(step >= 0, step, values)
+    rise: FloatArray = np.where(usable, contribution, 0.0).sum(axis=1)
+    return rise
+
+
+def _stored(policy: HealthPolicy) -> tuple[str, ...]:
+    """The signals the sample ring keeps: all but the restart counts the engine keeps itself."""
+    return tuple(signal for signal in policy.signals if signal not in RESTART_SIGNALS)

@@ -32,6 +32,31 @@ class RuleState(StrEnum):
     INSUFFICIENT_FLEET = "insufficient-fleet"
 
 
+OOM_KILLED = "OOMKilled"
+"""The termination reason Kubernetes gives a container the kernel killed for its memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRestarts:
+    """What the pod's status says about its containers' restarts, as the engine takes it.
+
+    ``count`` is the sum of ``restartCount`` over the pod's containers; ``last_reason`` and
+    ``last_finished_at`` (seconds since the epoch) come from the most recent
+    ``lastState.terminated`` among them (``OOMKilled``, ``Error``, ``Completed``...). A rise in
+    ``count`` starts a new life of the process: trends are fitted within one life, and a rise
+    whose last reason is ``OOMKilled`` is an OOM kill.
+    """
+
+    count: int
+    last_reason: str | None = None
+    last_finished_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            msg = f"restarts.count must be 0 or more, got {self.count}"
+            raise ValueError(msg)
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
     """One breached rule, with the numbers that breached it.
@@ -123,6 +148,8 @@ def reason_text(
             RuleKind.GROWTH: f"growth {seen} over {window}",
             RuleKind.BASELINE: f"{seen} own baseline (median over {window})",
             RuleKind.OUTLIER: f"{seen} fleet median (median over {window})",
+            RuleKind.STALL: f"rose by {seen} over {window}",
+            RuleKind.INCREASE: f"rose by {seen} within {window}",
         }.get(kind, f"{seen} (median over {window})")
         upward = rule.breaches_upward
         return (
@@ -143,6 +170,18 @@ def reason_text(
         return f"{rule.name}: {rule.signal} {seen} own baseline >= {level} for {window}"
     if kind is RuleKind.OUTLIER:
         return f"{rule.name}: {rule.signal} {seen} fleet median >= {level} for {window}"
+    if kind is RuleKind.STALL:
+        return (
+            f"{rule.name}: {rule.signal} rose by {seen} (at most {level}) over {window} "
+            f"while {rule.pending_signal} stayed above 0"
+        )
+    if kind is RuleKind.INCREASE:
+        return f"{rule.name}: {rule.signal} rose by {seen} (at least {level}) within {window}"
+    if kind is RuleKind.SATURATION:
+        return (
+            f"{rule.name}: {rule.signal} >= {level} for {window} while "
+            f"{rule.pending_signal} stayed above 0 and the fleet median stayed well below"
+        )
     symbol = "<" if kind is RuleKind.BELOW else ">"
     return f"{rule.name}: {rule.signal} {seen} {symbol} {level} for {window}"
 
