@@ -71,6 +71,7 @@ from infercycle.health.model import (
 )
 from infercycle.health.robust import (
     GROWTH_BUCKETS,
+    SLOPE_QUANTILE,
     AnyFloatArray,
     BoolArray,
     FloatArray,
@@ -100,6 +101,11 @@ COMPARABLE_LOAD_RATIO = 1.5
 BASELINE_MIN_COVERAGE = 0.5
 RETRO_SUSTAIN_STEPS = 6
 """Past instants checked after a backfill to restore how long a growth rule has been breached."""
+URGENT_SHARE = 0.25
+"""A time-to-limit breach counts after ``sustain`` or after this share of its time left,
+whichever comes first."""
+RECENT_SHARE = 0.5
+"""Share of a growth window (its newest part) the current-regime fit covers."""
 EVENT_SLOTS = 16
 """Restarts and OOM kills remembered per pod (the newest ones)."""
 OOM_NEAR_LIMIT = 0.9
@@ -1072,18 +1078,60 @@ class HealthEngine:
         )
 
     def _trend(
-        self, rule: Rule, cycle: _Cycle, at: float | None = None
+        self,
+        rule: Rule,
+        cycle: _Cycle,
+        at: float | None = None,
+        *,
+        span: float | None = None,
+        quantile: float = SLOPE_QUANTILE,
     ) -> tuple[Trend, BoolArray, FloatArray]:
-        """The fit at ``at`` (default now), whether the window holds enough for it, coverage."""
+        """The fit over ``span`` (default the rule's window) ending at ``at`` (default now),
+        whether the window holds enough for it, coverage."""
         end = cycle.now if at is None else at
-        window = self._window(cycle, rule.window_s, at)
+        length = rule.window_s if span is None else span
+        window = self._window(cycle, length, at)
         values, usable = self._samples(rule, cycle, window)
-        trend = theil_sen(np.where(usable, values, np.nan), window.times, end - rule.window_s, end)
+        trend = theil_sen(
+            np.where(usable, values, np.nan), window.times, end - length, end, quantile=quantile
+        )
         counts = np.count_nonzero(usable, axis=1)
-        needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * rule.window_s / cycle.step))
+        needed = max(MIN_SAMPLES, math.ceil(MIN_COVERAGE * length / cycle.step))
         enough = (counts >= needed) & (trend.buckets >= GROWTH_MIN_BUCKETS)
-        coverage = counts / max(rule.window_s / cycle.step, 1.0)
+        coverage = counts / max(length / cycle.step, 1.0)
         return trend, enough, coverage
+
+    def _regime(
+        self, rule: Rule, cycle: _Cycle, limits: FloatArray, at: float | None = None
+    ) -> tuple[Trend, BoolArray, FloatArray]:
+        """The fit a time-to-limit judgement uses: the current regime of the process.
+
+        A window that still holds samples from before a leak began (or from an earlier, calmer
+        stretch) underestimates the leak, and a young life of the process (after a restart)
+        does not cover the window at all. So for pods with a known limit a second fit covers
+        the newest half of the window, with the plain median of pairwise slopes (unbiased on a
+        straight line) checked over that half and over each of its quarters: a one-off step, a
+        self-healing bump or a sawtooth leaves one of them flat. The steeper of the two fits
+        counts; without a limit, the whole window alone.
+        """
+        trend, enough, coverage = self._trend(rule, cycle, at)
+        limited = np.isfinite(limits)
+        if not limited.any():
+            return trend, enough, coverage
+        recent, recent_enough, _ = self._trend(
+            rule, cycle, at, span=rule.window_s * RECENT_SHARE, quantile=0.5
+        )
+        recent_enough &= limited
+        whole = np.where(enough, trend.supported, -np.inf)
+        steeper = recent_enough & ~(whole >= recent.supported)
+        chosen = Trend(
+            slope=np.where(steeper, recent.slope, trend.slope),
+            supported=np.where(steeper, recent.supported, trend.supported),
+            level=np.where(steeper, recent.level, trend.level),
+            buckets=np.where(steeper, recent.buckets, trend.buckets),
+        )
+        coverage = np.where(recent_enough & ~enough, 1.0, coverage)
+        return chosen, enough | recent_enough, coverage
 
     def _limits(self, rule: Rule, rows: int) -> FloatArray:
         """Each row's limit for a time-to-limit rule (NaN: none known)."""
@@ -1114,7 +1162,10 @@ class HealthEngine:
         with np.errstate(divide="ignore", invalid="ignore"):
             left = np.where(slope > 0, headroom / slope * 3600.0, np.inf)
         left = np.where(known, left, np.nan)
-        by_limit = enough & known & (slope > 0) & (left <= rule.time_to_limit_s)
+        # The breach must hold for ``sustain`` before it counts, and the leak goes on meanwhile:
+        # looking that much further ahead keeps the promise of ``timeToLimit`` at the call.
+        horizon = rule.time_to_limit_s + rule.sustain_s
+        by_limit = enough & known & (slope > 0) & (left <= horizon)
         return slope, by_slope | by_limit, by_limit, needed, left
 
     def _growth(
@@ -1133,7 +1184,10 @@ class HealthEngine:
         since = memory.since[:rows]
         since = np.where(condition & eligible, np.where(np.isnan(since), now, since), np.nan)
         memory.since[:rows] = since
-        enter = condition & eligible & (now - since >= rule.sustain_s)
+        # A leak that would reach its limit sooner than the sustain period allows for is called
+        # once it has held for a share of the time it has left.
+        sustain = np.fmin(rule.sustain_s, URGENT_SHARE * np.nan_to_num(fit.left, nan=np.inf))
+        enter = condition & eligible & (now - since >= sustain)
         typical = fit.typical
         hold = memory.breached[:rows] & eligible & enough & ((typical > rule.clear) | by_limit)
         breached = enter | hold
@@ -1172,8 +1226,8 @@ class HealthEngine:
             and fit.at <= now < fit.at + rule.window_s / GROWTH_BUCKETS
         ):
             return fit
-        trend, enough, coverage = self._trend(rule, cycle)
         limits = self._limits(rule, rows)
+        trend, enough, coverage = self._regime(rule, cycle, limits)
         slope, condition, by_limit, needed, left = self._growth_condition(
             rule, trend, enough, limits
         )
@@ -1205,7 +1259,7 @@ class HealthEngine:
         holds_since = np.full(rows, np.nan)
         unbroken = backfilled.copy()
         for at in instants[::-1]:
-            trend, enough, _ = self._trend(rule, cycle, float(at))
+            trend, enough, _ = self._regime(rule, cycle, limits, float(at))
             _, condition, _, _, _ = self._growth_condition(rule, trend, enough, limits)
             condition &= float(at) >= cycle.warm_end
             unbroken &= condition

@@ -105,12 +105,15 @@ def theil_sen(
     times: FloatArray,
     start: float,
     end: float,
+    *,
     buckets: int = GROWTH_BUCKETS,
+    quantile: float = SLOPE_QUANTILE,
 ) -> Trend:
     """Theil-Sen fit over per-bucket medians, for every row of ``values`` at once.
 
     ``values`` is (pods, columns) with NaN for missing samples, ``times`` the column times.
-    Bucket medians shrug off spikes; the pairwise slopes shrug off a bad bucket.
+    Bucket medians shrug off spikes; the pairwise slopes shrug off a bad bucket. ``quantile``
+    is the pairwise slope ``supported`` takes over the window and over each half.
     """
     rows = values.shape[0]
     plan = bucket_plan(times, start, end, buckets)
@@ -130,11 +133,9 @@ def theil_sen(
     half = buckets // 2
     have_first = np.count_nonzero(counts[:, :half], axis=1) >= MIN_BUCKETS_PER_HALF
     have_second = np.count_nonzero(counts[:, half:], axis=1) >= MIN_BUCKETS_PER_HALF
-    whole = nanquantile_last(slopes, SLOPE_QUANTILE)
-    first_half = np.where(have_first, nanquantile_last(slopes[:, in_first], SLOPE_QUANTILE), np.nan)
-    second_half = np.where(
-        have_second, nanquantile_last(slopes[:, in_second], SLOPE_QUANTILE), np.nan
-    )
+    whole = nanquantile_last(slopes, quantile)
+    first_half = np.where(have_first, nanquantile_last(slopes[:, in_first], quantile), np.nan)
+    second_half = np.where(have_second, nanquantile_last(slopes[:, in_second], quantile), np.nan)
     level = nanmedian_last(medians + slope[:, None] * (end - centers))
     return Trend(
         slope=slope,
