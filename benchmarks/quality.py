@@ -1,6 +1,15 @@
 """Precision, recall and time to detect of the built-in policy over the scenario set.
 
-    python benchmarks/quality.py [--seeds 6] [--step 30]
+    python benchmarks/quality.py [--seeds 6] [--step 30] [--set synthetic|reported|all]
+
+Two sets: ``synthetic`` (``infercycle.testing.scenarios``) and ``reported``, pods shaped like
+quantified public issue reports of vLLM, SGLang, llama.cpp and TGI servers
+(``infercycle.testing.reported``, which cites each report and its numbers): hung engines,
+OOM-killed crash loops, leaks against a known limit, a KV cache pinned full, a slowdown, and
+healthy-but-noisy fleets (allocator plateaus, GC sawtooth, the knee of the load curve,
+transient bursts, idle nights), with latency computed as ``histogram_quantile`` over vLLM's
+bucket layout and restarts reported as the pod's status reports them. For every leak the
+report gives how long before the limit the call came.
 
 Each run is one deployment of 8 pods starting within half an hour. For a degrading scenario,
 2 pods degrade and 6 are healthy; for a healthy scenario every pod runs it (``surge`` under a
@@ -27,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.tracegen import make_fleet, run_fleet
 
 from infercycle.api.resolver import resolve_policy
+from infercycle.api.values import HealthPolicy
+from infercycle_sim import reported
 from infercycle_sim.scenarios import DEGRADING_SCENARIOS, SCENARIOS
 
 HOURS = {
@@ -43,13 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--step", type=float, default=30.0, help="seconds between cycles")
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS + reported.REPORTED)
+    parser.add_argument("--set", choices=("synthetic", "reported", "all"), default="all")
     args = parser.parse_args(argv)
     policy = resolve_policy().health
-    scenarios = args.scenario or list(SCENARIOS)
+    chosen = args.scenario or []
+    started = time.process_time()
+    if args.set in ("synthetic", "all") and (not chosen or set(chosen) & set(SCENARIOS)):
+        synthetic(policy, args, [name for name in chosen if name in SCENARIOS] or list(SCENARIOS))
+    if args.set in ("reported", "all") and (not chosen or set(chosen) & set(reported.REPORTED)):
+        names = [name for name in chosen if name in reported.REPORTED] or list(reported.REPORTED)
+        report_shaped(policy, args.seeds, args.step, names)
+    print(f"CPU {time.process_time() - started:.0f}s")
+    return 0
+
+
+def synthetic(policy: HealthPolicy, args: argparse.Namespace, scenarios: list[str]) -> None:
+    """The synthetic scenario set, as before."""
     tp = fp = fn = tn = 0
     detect: dict[str, list[float]] = defaultdict(list)
-    started = time.process_time()
+    print("synthetic scenarios")
     for scenario in scenarios:
         hours = HOURS.get(scenario, HEALTHY_HOURS)
         flagged = pods = early = late = 0
@@ -104,8 +128,67 @@ def main(argv: list[str] | None = None) -> int:
         f"{tn} true negatives"
     )
     print(f"precision {precision:.3f}  recall {recall:.3f}")
-    print(f"CPU {time.process_time() - started:.0f}s")
-    return 0
+    print()
+
+
+def report_shaped(policy: HealthPolicy, seeds: int, step: float, scenarios: list[str]) -> None:
+    """The report-shaped set: per kind, precision, recall, time to detect and, for leaks, how
+    long before the limit the call came (against the policy's ``timeToLimit``)."""
+    print("report-shaped scenarios (infercycle.testing.reported)")
+    totals = [0, 0, 0]
+    horizon = max((rule.time_to_limit_s or 0.0) for rule in policy.rules) / 3600
+    for scenario in scenarios:
+        tp = fp = fn = 0
+        detect: list[float] = []
+        ahead: list[str] = []
+        alarms: list[str] = []
+        for seed in range(1, seeds + 1):
+            for pod in reported.run_reported(scenario, seed, policy, step_s=step):
+                first = pod.first_degraded_s
+                if not pod.degrading:
+                    if first is not None:
+                        fp += 1
+                        alarms.append(f"seed {seed} {pod.name}: {'; '.join(pod.reasons)}")
+                    continue
+                assert pod.onset_s is not None
+                if first is None:
+                    fn += 1
+                    alarms.append(f"seed {seed} {pod.name} missed")
+                    continue
+                if first < pod.onset_s:
+                    fp += 1
+                    alarms.append(f"seed {seed} {pod.name} flagged before onset")
+                    continue
+                tp += 1
+                detect.append((first - pod.onset_s) / 60)
+                if scenario in reported.LEAKS:
+                    if pod.limit_s is None:
+                        ahead.append("limit not reached in the run")
+                    else:
+                        lead = (pod.limit_s - first) / 3600
+                        ahead.append(f"{lead:.2f}h ({lead / horizon:.2f}x)")
+        totals[0] += tp
+        totals[1] += fp
+        totals[2] += fn
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        if scenario in reported.DEGRADING:
+            recall = tp / (tp + fn) if tp + fn else float("nan")
+            median = f"{statistics.median(detect):.1f} min" if detect else "-"
+            print(
+                f"{scenario:18s} precision {precision:.3f} recall {recall:.3f} "
+                f"({tp}/{tp + fn}); time to detect median {median}"
+            )
+            if ahead:
+                print(f"    called before the limit: {', '.join(ahead)}")
+        else:
+            print(f"{scenario:18s} {fp} of {seeds * reported.PODS} healthy pods flagged")
+        for alarm in alarms:
+            print(f"    {alarm}")
+    tp, fp, fn = totals
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    print(f"pods: {tp} true positives, {fp} false positives, {fn} false negatives")
+    print(f"precision {precision:.3f}  recall {recall:.3f}")
 
 
 if __name__ == "__main__":

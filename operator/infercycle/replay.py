@@ -6,7 +6,20 @@ TRACE is JSON Lines sorted by time, one sample per line::
 
 A missing signal or ``null`` is no data; a pod's first sample is its start time; all pods of a
 trace are one deployment. Samples are grouped by ``t`` into cycles and each cycle is observed
-and evaluated exactly as the live operator does. The output is JSON Lines, one line per verdict
+and evaluated exactly as the live operator does.
+
+Three optional fields carry what the pod's status says about its containers' restarts, as the
+live operator reads them::
+
+    {"t": 7260.0, "pod": "llm-0", "signals": {...}, "restarts": 1,
+     "last_terminated_reason": "OOMKilled", "last_terminated_at": 7215.0}
+
+``restarts`` is the containers' restart count (an integer, 0 or more); a rise starts a new life
+of the process (trends are fitted per life) and, with ``last_terminated_reason`` "OOMKilled",
+counts as an OOM kill; ``last_terminated_at`` (same clock as ``t``) is when the previous life
+ended. Without them a restart shows only as a fall of a progress counter (the signal of a stall
+rule, ``progress`` by default), and counts as an OOM kill when the pod's host memory was within
+10 % of its ``memory_limit`` just before. The output is JSON Lines, one line per verdict
 change (every pod starts healthy)::
 
     {"t": 4500.0, "pod": "llm-0", "verdict": "degraded", "reasons": ["memory-leak: ..."]}
@@ -34,7 +47,7 @@ from infercycle import errors
 from infercycle.api.resolver import PolicyError, resolve_policy
 from infercycle.api.spec import RecyclePolicySpec
 from infercycle.api.values import HealthPolicy
-from infercycle.health import HealthEngine, PodKey
+from infercycle.health import ContainerRestarts, HealthEngine, PodKey
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -43,7 +56,17 @@ EXIT_BAD_INPUT = 2
 ReplayError = errors.TraceError
 
 
-Sample = tuple[float, str, dict[str, float | None]]
+Sample = tuple[float, str, dict[str, float | None], ContainerRestarts | None]
+TRACE_HELP = """\
+trace format (JSON Lines, sorted by t):
+  {"t": 120.0, "pod": "llm-0", "signals": {"memory": 1.3e10, "latency_p99": null}}
+optional fields of a line (the pod's container restarts, as its status reports them):
+  "restarts": 2                      restart count of the pod's containers (integer >= 0);
+                                     a rise starts a new life of the process
+  "last_terminated_reason": "OOMKilled"   reason of the newest termination
+  "last_terminated_at": 7215.0       when it ended (same clock as t)
+without them a restart shows as a fall of the progress counter.
+output: one JSON line per verdict change: {"t", "pod", "verdict", "reasons"}."""
 
 
 def load_policy(path: str) -> HealthPolicy:
@@ -150,7 +173,36 @@ def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]
         if t < previous:
             raise ReplayError(f"{name}:{number}: time goes backwards: t={t} after t={previous}")
         previous = t
-        yield number, (float(t), pod, signals)
+        yield number, (float(t), pod, signals, _restarts(record, f"{name}:{number}"))
+
+
+def _restarts(record: dict[str, Any], where: str) -> ContainerRestarts | None:
+    """The optional restart fields of one line, checked."""
+    count = record.get("restarts")
+    reason = record.get("last_terminated_reason")
+    at = record.get("last_terminated_at")
+    if count is None:
+        if reason is not None or at is not None:
+            raise ReplayError(
+                f"{where}: last_terminated_reason and last_terminated_at need 'restarts' "
+                "(the containers' restart count) on the same line"
+            )
+        return None
+    if type(count) is not int or count < 0:
+        raise ReplayError(
+            f"{where}: field 'restarts' must be a whole number of restarts (0 or more), "
+            f"got {count!r}"
+        )
+    if reason is not None and (type(reason) is not str or not reason):
+        raise ReplayError(
+            f"{where}: field 'last_terminated_reason' must be a reason such as \"OOMKilled\", "
+            f"got {reason!r}"
+        )
+    if at is not None and not _finite(at):
+        raise ReplayError(
+            f"{where}: field 'last_terminated_at' must be a number of seconds, got {at!r}"
+        )
+    return ContainerRestarts(count, reason, None if at is None else float(at))
 
 
 def _record_problem(record: object) -> str:
@@ -167,12 +219,12 @@ def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]
     started: dict[str, float] = {}
     keys: dict[str, PodKey] = {}
     degraded: dict[str, bool] = {}
-    cycle: dict[str, dict[str, float | None]] = {}
+    cycle: dict[str, tuple[dict[str, float | None], ContainerRestarts | None]] = {}
     cycle_t = math.nan
 
     def run_cycle() -> None:
-        for pod, signals in cycle.items():
-            engine.observe(cycle_t, keys[pod], started[pod], signals)
+        for pod, (signals, restarts) in cycle.items():
+            engine.observe(cycle_t, keys[pod], started[pod], signals, restarts)
         for key, verdict in engine.evaluate(cycle_t).items():
             if verdict.degraded == degraded.get(key.name, False):
                 continue
@@ -189,7 +241,7 @@ def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]
                 )
             )
 
-    for number, (t, pod, signals) in read_trace(trace, name):
+    for number, (t, pod, signals, restarts) in read_trace(trace, name):
         if t != cycle_t:
             if cycle:
                 run_cycle()
@@ -200,7 +252,7 @@ def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]
         if pod not in keys:
             keys[pod] = PodKey(pod, pod)
             started[pod] = t
-        cycle[pod] = signals
+        cycle[pod] = (signals, restarts)
     if cycle:
         run_cycle()
     return output
@@ -227,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infercycle replay",
         description="Run the health engine over a recorded trace and print verdict changes.",
+        epilog=TRACE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("trace", help="JSON Lines trace, sorted by t (- for stdin)")
     parser.add_argument("--policy", help="RecyclePolicy YAML (full resource or spec)")

@@ -26,8 +26,9 @@ Degrading scenarios:
 ``fast_oom_leak``
     ggml-org/llama.cpp#27725: llama-server under one request every 10 s hits OOM "within at most
     an hour" and is killed by the system; ollama/ollama#18106 measures 5-12 MiB leaked per
-    request. Host memory grows from the onset (1-3 h) fast enough to reach the limit 40-75
-    minutes into each life (5-30 GiB/h); every kill restarts the container and the leak resumes.
+    request. Host memory grows from the onset (1-3 h, or from the first request for half the
+    pods) fast enough to reach the limit 40-75 minutes into each life (5-30 GiB/h); every kill
+    restarts the container and the leak resumes.
 ``steady_leak``
     sgl-project/sglang#6914: the scheduler's RSS grows with every request until Kubernetes
     OOM-kills it near 60 GB. sgl-project/sglang#28902: a prefill server grows at a constant rate
@@ -223,6 +224,8 @@ class ReportedPod:
             p["onset"] = draw(1.0, 5.0) * HOUR
         elif self.scenario == "fast_oom_leak":
             p["rate"] = p["headroom"] / draw(40 / 60, 75 / 60)  # bytes per hour
+            if p["variant"] < 0.5:  # leaking from the first request on, as in the report
+                p["onset"] = p["load_s"] + 30
         elif self.scenario == "steady_leak":
             p["rate"] = draw(0.5, 4.0) * GIB
             p["headroom"] = p["rate"] * draw(3, 10)
