@@ -240,3 +240,78 @@ def test_in_process_main(trace: Path, tmp_path: Path, verdicts: list[dict[str, o
     out = tmp_path / "out.jsonl"
     assert main([str(trace), "--output", str(out)]) == 0
     assert [json.loads(line) for line in out.read_text().splitlines()] == verdicts
+
+
+# -- restart fields -----------------------------------------------------------------------------
+
+
+def restart_trace(path: Path, *, with_fields: bool) -> Path:
+    """Four pods; one is OOM-killed at 1h and at 2h (reported in the optional fields)."""
+    lines = []
+    for step in range(1, 3 * 120):
+        t = step * 30.0
+        for index in range(4):
+            record: dict[str, object] = {
+                "t": t,
+                "pod": f"llm-{index}",
+                "signals": {"cpu": 2.0, "memory": 12 * 2**30, "request_rate": 3.0},
+            }
+            if with_fields:
+                kills = int(t >= 3600) + int(t >= 7200) if index == 0 else 0
+                record["restarts"] = kills
+                if kills:
+                    record["last_terminated_reason"] = "OOMKilled"
+                    record["last_terminated_at"] = 3600.0 * kills - 5
+            lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_restart_fields_report_oom_kills_to_the_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = restart_trace(tmp_path / "ooms.jsonl", with_fields=True)
+    code, out, err = replay_in_process(capsys, trace)
+    assert code == 0, err
+    changes = [json.loads(line) for line in out.splitlines()]
+    assert [(c["pod"], c["verdict"]) for c in changes] == [("llm-0", "degraded")]
+    assert changes[0]["t"] == 7200.0
+    assert any(reason.startswith("oom-kills:") for reason in changes[0]["reasons"])
+
+
+def test_a_trace_without_restart_fields_replays_as_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = restart_trace(tmp_path / "plain.jsonl", with_fields=False)
+    code, out, err = replay_in_process(capsys, trace)
+    assert (code, out, err) == (0, "", "")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"restarts": -1}, "field 'restarts' must be a whole number"),
+        ({"restarts": 1.5}, "field 'restarts' must be a whole number"),
+        ({"restarts": 1, "last_terminated_reason": 3}, "'last_terminated_reason' must be"),
+        ({"restarts": 1, "last_terminated_at": "soon"}, "'last_terminated_at' must be a number"),
+        ({"last_terminated_reason": "OOMKilled"}, "need 'restarts'"),
+    ],
+)
+def test_malformed_restart_fields_are_refused_naming_the_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, object], message: str
+) -> None:
+    trace = tmp_path / "bad.jsonl"
+    record = {"t": 0.0, "pod": "llm-0", "signals": {"cpu": 1.0}, **fields}
+    trace.write_text(json.dumps(record) + "\n")
+    code, _, err = replay_in_process(capsys, trace)
+    assert code == 2
+    assert f"{trace}:1: " in err
+    assert message in err
+
+
+def test_help_documents_the_optional_trace_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("restarts", "last_terminated_reason", "last_terminated_at"):
+        assert name in out
