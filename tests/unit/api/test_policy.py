@@ -6,13 +6,15 @@ from infercycle.api.resolver import PolicyError, merge_policy_specs, resolve_pol
 from infercycle.api.resources import InferenceDeploymentSpec
 from infercycle.api.servers import VLLM
 from infercycle.api.spec import DisruptionSpec, HealthSpec, RecyclePolicySpec, SignalRuleSpec
-from infercycle.api.values import DisruptionPolicy, RuleKind
+from infercycle.api.values import RESTART_SIGNALS, DisruptionPolicy, RuleKind
 
 
 def test_default_policy_resolves_and_reads_every_builtin_query() -> None:
     policy = resolve_policy()
     assert policy.health.quorum == 2
-    assert {rule.signal for rule in policy.health.rules} <= set(policy.health.queries)
+    read = {rule.signal for rule in policy.health.rules} - RESTART_SIGNALS
+    read |= {rule.pending_signal for rule in policy.health.rules if rule.pending_signal}
+    assert read <= set(policy.health.queries)
     assert policy.health.queries == VLLM.queries
     assert (DEFAULT_POLICY_SPEC.health or HealthSpec()).queries is None
     assert policy.server == "vllm"
