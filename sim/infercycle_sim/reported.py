@@ -35,6 +35,11 @@ Degrading scenarios:
     and was OOM-killed and restarted 6 times in 3 days. ollama/ollama#18106: a runner held
     9.35 GiB after 5.5 h against 0.30 GiB fresh (about 1.6 GiB/h). Linear host leak of
     0.5-4 GiB/h from the onset (1-3 h), reaching the limit 3-10 h later.
+``sawtooth_leak``
+    The leak of sgl-project/sglang#6914 (RSS growing with every request until the OOM kill)
+    under the allocation-and-collection sawtooth a healthy server shows (``gc_sawtooth``):
+    0.5-3 GiB/h from the onset (1-3 h) beneath teeth of 0.5-2 GiB every 2-12 minutes, reaching
+    the limit 3-8 h after the onset.
 ``gpu_leak``
     huggingface/text-generation-inference#801: free framebuffer (DCGM_FI_DEV_FB_FREE) fell from
     1517 MiB to 337 MiB over a 5 h session on an A100-40GB, about 236 MiB/h.
@@ -112,6 +117,7 @@ DEGRADING: tuple[str, ...] = (
     "hung_engine",
     "fast_oom_leak",
     "steady_leak",
+    "sawtooth_leak",
     "gpu_leak",
     "kv_pinned",
     "slowdown_creep",
@@ -127,7 +133,7 @@ HEALTHY: tuple[str, ...] = (
 REPORTED: tuple[str, ...] = DEGRADING + HEALTHY
 FLEET_WIDE = frozenset({"knee_load"})
 """Scenarios whose load shape applies to the whole fleet at the same time."""
-LEAKS = frozenset({"fast_oom_leak", "steady_leak", "gpu_leak"})
+LEAKS = frozenset({"fast_oom_leak", "steady_leak", "sawtooth_leak", "gpu_leak"})
 
 
 def histogram_p99(
@@ -229,6 +235,9 @@ class ReportedPod:
         elif self.scenario == "steady_leak":
             p["rate"] = draw(0.5, 4.0) * GIB
             p["headroom"] = p["rate"] * draw(3, 10)
+        elif self.scenario == "sawtooth_leak":
+            p["rate"] = draw(0.5, 3.0) * GIB
+            p["headroom"] = p["rate"] * draw(3, 8) + p["saw_amplitude"]
         elif self.scenario == "gpu_leak":
             p["rate"] = draw(0.25, 0.8) * GIB
             p["gpu_free"] = draw(1.2, 3.0) * GIB
@@ -306,7 +315,7 @@ class ReportedPod:
         # Memory peculiarities and leaks.
         memory += 256 * MIB * (1 - math.exp(-life_age / 2400.0))
         memory += 24 * MIB * float(rng.standard_normal())
-        if scenario in ("fast_oom_leak", "steady_leak") and age_s >= onset:
+        if scenario in ("fast_oom_leak", "steady_leak", "sawtooth_leak") and age_s >= onset:
             if self.leak_start is None:
                 self.leak_start = onset
             memory += p["rate"] * (age_s - max(self.leak_start, self.life_start + ready_at)) / HOUR
@@ -315,7 +324,7 @@ class ReportedPod:
             for index in range(int(p["step_count"])):
                 at, size, ramp = self._step(index)
                 memory += size * min(max((life_age - at) / ramp, 0.0), 1.0)
-        elif scenario == "gc_sawtooth":
+        if scenario in ("gc_sawtooth", "sawtooth_leak"):
             tooth = ((age_s + p["variant"] * 1000) / p["saw_period"]) % 1.0
             memory += p["saw_amplitude"] * tooth
         if scenario == "gpu_leak" and age_s >= onset:
@@ -415,6 +424,7 @@ HOURS: dict[str, float] = {
     "hung_engine": 8.0,
     "fast_oom_leak": 8.0,
     "steady_leak": 14.0,
+    "sawtooth_leak": 14.0,
     "gpu_leak": 16.0,
     "kv_pinned": 8.0,
     "slowdown_creep": 14.0,

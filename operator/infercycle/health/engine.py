@@ -1129,6 +1129,7 @@ class HealthEngine:
             supported=np.where(steeper, recent.supported, trend.supported),
             level=np.where(steeper, recent.level, trend.level),
             buckets=np.where(steeper, recent.buckets, trend.buckets),
+            spread=np.where(steeper, recent.spread, trend.spread),
         )
         coverage = np.where(recent_enough & ~enough, 1.0, coverage)
         return chosen, enough | recent_enough, coverage
@@ -1157,7 +1158,7 @@ class HealthEngine:
         if rule.time_to_limit_s is None or not known.any():
             unknown = np.full(rows, np.nan)
             return slope, by_slope, np.zeros(rows, dtype=bool), unknown, unknown
-        headroom = limits - trend.level
+        headroom = limits - (trend.level + trend.spread)
         needed = headroom / rule.time_to_limit_s * 3600.0
         with np.errstate(divide="ignore", invalid="ignore"):
             left = np.where(slope > 0, headroom / slope * 3600.0, np.inf)
