@@ -72,12 +72,15 @@ from infercycle.health.model import (
 from infercycle.health.robust import (
     GROWTH_BUCKETS,
     SLOPE_QUANTILE,
+    SPREAD_QUANTILE,
     AnyFloatArray,
     BoolArray,
     FloatArray,
     IntArray,
     Trend,
+    lower_envelope,
     nanmedian_last,
+    nanquantile_last,
     theil_sen,
 )
 
@@ -101,6 +104,8 @@ COMPARABLE_LOAD_RATIO = 1.5
 BASELINE_MIN_COVERAGE = 0.5
 RETRO_SUSTAIN_STEPS = 6
 """Past instants checked after a backfill to restore how long a growth rule has been breached."""
+REACH_SLACK = 2.0
+"""How far past its horizon a time-to-limit estimate may wobble before its sustain restarts."""
 URGENT_SHARE = 0.25
 """A time-to-limit breach counts after ``sustain`` or after this share of its time left,
 whichever comes first."""
@@ -1122,17 +1127,39 @@ class HealthEngine:
             rule, cycle, at, span=rule.window_s * RECENT_SHARE, quantile=0.5
         )
         recent_enough &= limited
+        trough = self._trough(rule, cycle, at)
         whole = np.where(enough, trend.supported, -np.inf)
-        steeper = recent_enough & ~(whole >= recent.supported)
-        chosen = Trend(
-            slope=np.where(steeper, recent.slope, trend.slope),
-            supported=np.where(steeper, recent.supported, trend.supported),
-            level=np.where(steeper, recent.level, trend.level),
-            buckets=np.where(steeper, recent.buckets, trend.buckets),
-            spread=np.where(steeper, recent.spread, trend.spread),
-        )
+        troughs = np.where(enough & limited, trough.supported, -np.inf)
+        use_trough = troughs > whole
+        best = np.fmax(whole, troughs)
+        steeper = recent_enough & ~(best >= recent.supported)
+        use_trough &= ~steeper
+        chosen = trend
+        for pick, other in ((use_trough, trough), (steeper, recent)):
+            chosen = Trend(
+                slope=np.where(pick, other.slope, chosen.slope),
+                supported=np.where(pick, other.supported, chosen.supported),
+                level=np.where(pick, other.level, chosen.level),
+                buckets=np.where(pick, other.buckets, chosen.buckets),
+                spread=np.where(pick, other.spread, chosen.spread),
+            )
         coverage = np.where(recent_enough & ~enough, 1.0, coverage)
         return chosen, enough | recent_enough, coverage
+
+    def _trough(self, rule: Rule, cycle: _Cycle, at: float | None) -> Trend:
+        """The fit of the window's lower envelope; its spread is how far the raw samples reach
+        above that line (a sawtooth's full height)."""
+        end = cycle.now if at is None else at
+        window = self._window(cycle, rule.window_s, at)
+        values, usable = self._samples(rule, cycle, window)
+        raw = np.where(usable, values, np.nan)
+        envelope, centers = lower_envelope(raw, window.times, end - rule.window_s, end)
+        # The envelope is already smooth: the plain median of pairwise slopes is unbiased on it.
+        fit = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=0.5)
+        with np.errstate(invalid="ignore"):
+            line = fit.level[:, None] + fit.slope[:, None] * (window.times[None, :] - end)
+        reach = np.fmax(nanquantile_last(raw - line, SPREAD_QUANTILE), 0.0)
+        return Trend(fit.slope, fit.supported, fit.level, fit.buckets, np.nan_to_num(reach))
 
     def _limits(self, rule: Rule, rows: int) -> FloatArray:
         """Each row's limit for a time-to-limit rule (NaN: none known)."""
@@ -1183,7 +1210,15 @@ class HealthEngine:
         fit = self._fit(rule, cycle, memory)
         slope, condition, by_limit, enough = fit.slope, fit.condition, fit.by_limit, fit.enough
         since = memory.since[:rows]
-        since = np.where(condition & eligible, np.where(np.isnan(since), now, since), np.nan)
+        started = np.where(np.isnan(since), np.where(condition, now, np.nan), since)
+        # A time-to-limit estimate wobbles (a sawtooth, noise): once the limit is in reach, the
+        # sustain period runs on while the limit stays within twice the horizon, and the breach
+        # comes when the condition holds again at its end.
+        within_reach = np.zeros(rows, dtype=bool)
+        if rule.time_to_limit_s is not None:
+            horizon = REACH_SLACK * (rule.time_to_limit_s + rule.sustain_s)
+            within_reach = fit.enough & (np.nan_to_num(fit.left, nan=np.inf) <= horizon)
+        since = np.where((condition | within_reach) & eligible, started, np.nan)
         memory.since[:rows] = since
         # A leak that would reach its limit sooner than the sustain period allows for is called
         # once it has held for a share of the time it has left.

@@ -155,3 +155,33 @@ def theil_sen(
         buckets=np.count_nonzero(counts, axis=1),
         spread=np.nan_to_num(spread, nan=0.0),
     )
+
+
+ENVELOPE_BUCKETS = 24
+"""Fine buckets a window is cut into for its lower envelope."""
+ENVELOPE_SPAN = 6
+"""Fine buckets each envelope point is the minimum over (15 minutes of a 1 h window)."""
+
+
+def lower_envelope(
+    values: AnyFloatArray, times: FloatArray, start: float, end: float
+) -> tuple[FloatArray, FloatArray]:
+    """The running minimum of every row over a quarter of the window, as (rows, points)
+    values and their times (the middle of each span); NaN where a span holds no sample.
+
+    A collector's sawtooth (allocate, then free) has its troughs at the live set: a leak lifts
+    them, a healthy sawtooth leaves them flat, and a span longer than a tooth always holds one.
+    """
+    rows = values.shape[0]
+    plan = bucket_plan(times, start, end, ENVELOPE_BUCKETS)
+    padded = np.concatenate([values, np.full((rows, 1), np.nan, dtype=values.dtype)], axis=1)
+    grouped = np.where(np.isnan(padded[:, plan]), np.inf, padded[:, plan])
+    minima = grouped.min(axis=-1)
+    width = (end - start) / ENVELOPE_BUCKETS
+    points = ENVELOPE_BUCKETS - ENVELOPE_SPAN + 1
+    rolled = np.full((rows, points), np.inf)
+    for offset in range(ENVELOPE_SPAN):
+        rolled = np.minimum(rolled, minima[:, offset : offset + points])
+    centers = start + width * (np.arange(points) + ENVELOPE_SPAN / 2)
+    envelope: FloatArray = np.where(np.isfinite(rolled), rolled, np.nan).astype(np.float64)
+    return envelope, centers
