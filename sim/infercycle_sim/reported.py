@@ -65,8 +65,9 @@ Healthy scenarios (nothing to restart; every pod of the fleet runs them):
 ``allocator_plateau``
     vllm-project/vllm#12973: with n=1 host memory "stops growing at a certain point";
     ggml-org/llama.cpp#23446 separates allocations made once ("small once", "large once") from
-    growth. Host memory climbs in a few steps of 0.3-1.5 GiB (each over 2-10 minutes) and a
-    curve that flattens (2 GiB with a 2 h time constant), 3-8 GiB under the limit.
+    growth. Host memory fills a pool of 1-2 GiB as serving starts (time constant 5-10
+    minutes), then climbs in 2-4 steps of 0.3-1.5 GiB (each over 2-10 minutes, in the first
+    6 h) and stays; 3-8 GiB under the limit at the end.
 ``gc_sawtooth``
     vllm-project/production-stack#707 states the expected shape of a healthy server's memory
     under steady traffic: up and down around a baseline. Host memory saws 0.5-2 GiB every 2-12
@@ -224,6 +225,8 @@ class ReportedPod:
             "pinned": draw(0.97, 0.995),
             "waiting": draw(15, 50),
             "idle_at": draw(2, 4) * HOUR,
+            "pool": draw(1, 2) * GIB,
+            "pool_fill_s": draw(300, 600),
             "idle_for": draw(2, 4) * HOUR,
         }
         if self.scenario == "hung_engine":
@@ -248,7 +251,7 @@ class ReportedPod:
             p["headroom"] = draw(3, 8) * GIB + p["saw_amplitude"]
         elif self.scenario == "allocator_plateau":
             steps = sum(self._step(index)[1] for index in range(int(p["step_count"])))
-            p["headroom"] = draw(3, 8) * GIB + 2 * GIB + steps
+            p["headroom"] = draw(3, 8) * GIB + p["pool"] + steps
         p.update(self.params)
         self.params = p
 
@@ -320,7 +323,7 @@ class ReportedPod:
                 self.leak_start = onset
             memory += p["rate"] * (age_s - max(self.leak_start, self.life_start + ready_at)) / HOUR
         elif scenario == "allocator_plateau":
-            memory += 2 * GIB * (1 - math.exp(-life_age / (2 * HOUR)))
+            memory += p["pool"] * (1 - math.exp(-life_age / p["pool_fill_s"]))
             for index in range(int(p["step_count"])):
                 at, size, ramp = self._step(index)
                 memory += size * min(max((life_age - at) / ramp, 0.0), 1.0)
@@ -385,7 +388,7 @@ class ReportedPod:
         signals: dict[str, float | None] = {
             "cpu": max(cpu, 0.01),
             "memory": memory,
-            "memory_limit": memory_limit,
+            "memory_limit": None if p.get("no_limit") else memory_limit,
             "gpu_memory": gpu,
             "gpu_memory_total": GPU_BYTES,
             "latency_p99": latency,
@@ -406,7 +409,7 @@ class ReportedPod:
         return {
             "cpu": 3.5 * (1 + 0.1 * float(rng.standard_normal())),
             "memory": memory,
-            "memory_limit": memory_limit,
+            "memory_limit": None if self.params.get("no_limit") else memory_limit,
             "gpu_memory": gpu,
             "gpu_memory_total": GPU_BYTES,
             "latency_p99": None,

@@ -1109,53 +1109,51 @@ class HealthEngine:
     def _regime(
         self, rule: Rule, cycle: _Cycle, limits: FloatArray, at: float | None = None
     ) -> tuple[Trend, BoolArray, FloatArray]:
-        """The fit a time-to-limit judgement uses: the current regime of the process.
+        """The fit a growth judgement uses: the current regime of the process.
 
-        A window that still holds samples from before a leak began (or from an earlier, calmer
-        stretch) underestimates the leak, and a young life of the process (after a restart)
-        does not cover the window at all. So for pods with a known limit a second fit covers
-        the newest half of the window, with the plain median of pairwise slopes (unbiased on a
-        straight line) checked over that half and over each of its quarters: a one-off step, a
-        self-healing bump or a sawtooth leaves one of them flat. The steeper of the two fits
-        counts; without a limit, the whole window alone.
+        Three candidates, the steepest counts. The whole window (the supported slope). Its
+        lower envelope: a collector's sawtooth scatters the samples by its full height, but its
+        troughs are the live set, flat when healthy and lifted by a leak. And, for pods with a
+        known limit, the newest half of the window: a window that still holds samples from
+        before a leak began underestimates it, and a young life of the process (after a
+        restart) does not cover the window at all. The newest half takes the plain median of
+        pairwise slopes (unbiased on a straight line), checked over that half and over each of
+        its quarters, so a one-off step, a self-healing bump or a sawtooth leaves it flat.
         """
         trend, enough, coverage = self._trend(rule, cycle, at)
-        limited = np.isfinite(limits)
-        if not limited.any():
+        if not enough.any():
             return trend, enough, coverage
+        limited = np.isfinite(limits)
+        trough = self._trough(rule, cycle, at, limited)
+        whole = np.where(enough, trend.supported, -np.inf)
+        troughs = np.where(enough, trough.supported, -np.inf)
+        if not limited.any():
+            pick = troughs > whole
+            return _pick_trend(trend, trough, pick), enough, coverage
         recent, recent_enough, _ = self._trend(
             rule, cycle, at, span=rule.window_s * RECENT_SHARE, quantile=0.5
         )
         recent_enough &= limited
-        trough = self._trough(rule, cycle, at)
-        whole = np.where(enough, trend.supported, -np.inf)
-        troughs = np.where(enough & limited, trough.supported, -np.inf)
         use_trough = troughs > whole
         best = np.fmax(whole, troughs)
         steeper = recent_enough & ~(best >= recent.supported)
         use_trough &= ~steeper
-        chosen = trend
-        for pick, other in ((use_trough, trough), (steeper, recent)):
-            chosen = Trend(
-                slope=np.where(pick, other.slope, chosen.slope),
-                supported=np.where(pick, other.supported, chosen.supported),
-                level=np.where(pick, other.level, chosen.level),
-                buckets=np.where(pick, other.buckets, chosen.buckets),
-                spread=np.where(pick, other.spread, chosen.spread),
-            )
+        chosen = _pick_trend(_pick_trend(trend, trough, use_trough), recent, steeper)
         coverage = np.where(recent_enough & ~enough, 1.0, coverage)
         return chosen, enough | recent_enough, coverage
 
-    def _trough(self, rule: Rule, cycle: _Cycle, at: float | None) -> Trend:
+    def _trough(self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray) -> Trend:
         """The fit of the window's lower envelope; its spread is how far the raw samples reach
-        above that line (a sawtooth's full height)."""
+        above that line (a sawtooth's full height). The envelope is smooth, so where a limit
+        is known (the time left decides) the plain median of pairwise slopes counts; where
+        the slope alone decides, the lower quartile, as for the raw samples."""
         end = cycle.now if at is None else at
         window = self._window(cycle, rule.window_s, at)
         values, usable = self._samples(rule, cycle, window)
         raw = np.where(usable, values, np.nan)
         envelope, centers = lower_envelope(raw, window.times, end - rule.window_s, end)
-        # The envelope is already smooth: the plain median of pairwise slopes is unbiased on it.
-        fit = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=0.5)
+        quantile = np.where(limited, 0.5, SLOPE_QUANTILE)
+        fit = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
         with np.errstate(invalid="ignore"):
             line = fit.level[:, None] + fit.slope[:, None] * (window.times[None, :] - end)
         reach = np.fmax(nanquantile_last(raw - line, SPREAD_QUANTILE), 0.0)
@@ -1435,6 +1433,17 @@ def _counter_rise(values: FloatArray) -> FloatArray:
     contribution = np.where(step >= 0, step, values)
     rise: FloatArray = np.where(usable, contribution, 0.0).sum(axis=1)
     return rise
+
+
+def _pick_trend(base: Trend, other: Trend, pick: BoolArray) -> Trend:
+    """``other``'s fit on the rows in ``pick``, ``base``'s elsewhere."""
+    return Trend(
+        slope=np.where(pick, other.slope, base.slope),
+        supported=np.where(pick, other.supported, base.supported),
+        level=np.where(pick, other.level, base.level),
+        buckets=np.where(pick, other.buckets, base.buckets),
+        spread=np.where(pick, other.spread, base.spread),
+    )
 
 
 def _stored(policy: HealthPolicy) -> tuple[str, ...]:

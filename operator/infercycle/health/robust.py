@@ -35,9 +35,10 @@ a sawtooth's peaks, low enough that a rare spike does not count."""
 
 
 def nanquantile_last(
-    values: AnyFloatArray, quantile: float, counts: IntArray | None = None
+    values: AnyFloatArray, quantile: float | FloatArray, counts: IntArray | None = None
 ) -> FloatArray:
     """Quantile along the last axis ignoring NaN (linear interpolation); NaN for empty rows.
+    ``quantile`` is one number, or one per row of a 2-D ``values``.
 
     Sorting puts NaN last, so the valid values of a row are its first ``c``; picking by index is
     several times faster than ``np.nanquantile`` on many short rows.
@@ -115,13 +116,14 @@ def theil_sen(
     end: float,
     *,
     buckets: int = GROWTH_BUCKETS,
-    quantile: float = SLOPE_QUANTILE,
+    quantile: float | FloatArray = SLOPE_QUANTILE,
 ) -> Trend:
     """Theil-Sen fit over per-bucket medians, for every row of ``values`` at once.
 
     ``values`` is (pods, columns) with NaN for missing samples, ``times`` the column times.
     Bucket medians shrug off spikes; the pairwise slopes shrug off a bad bucket. ``quantile``
-    is the pairwise slope ``supported`` takes over the window and over each half.
+    is the pairwise slope ``supported`` takes over the window and over each half (one number,
+    or one per row).
     """
     rows = values.shape[0]
     plan = bucket_plan(times, start, end, buckets)
@@ -182,6 +184,6 @@ def lower_envelope(
     rolled = np.full((rows, points), np.inf)
     for offset in range(ENVELOPE_SPAN):
         rolled = np.minimum(rolled, minima[:, offset : offset + points])
-    centers = start + width * (np.arange(points) + ENVELOPE_SPAN / 2)
+    centers: FloatArray = start + width * (np.arange(points, dtype=np.float64) + ENVELOPE_SPAN / 2)
     envelope: FloatArray = np.where(np.isfinite(rolled), rolled, np.nan).astype(np.float64)
     return envelope, centers
