@@ -16,15 +16,25 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     the one the data supports throughout: the lower quartile of the pairwise bucket slopes,
     over the whole window and over each half alone, whichever is smallest. A steady leak shows
     in all three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a
-    GC sawtooth leave a quarter of the pairs flat or falling. With ``limit`` and
-    ``timeToLimit``, a pod whose limit is known (a fixed level, or the newest sample of a limit
-    signal such as the container's memory limit) is judged by time to limit instead: it
-    breaches when the fitted line, rising, reaches its limit within ``timeToLimit``, so a slow
-    leak far from its limit is left to run and a restart is spent only when it would otherwise
-    end in an OOM kill; a pod with no known limit is judged by ``threshold``. The
-    condition must hold continuously for ``sustain`` (the breach start is kept, and restored
-    from the history after a backfill). The fit is refreshed each time the window has moved on
-    by one bucket (5 minutes for a 1 h window); in between it barely moves.
+    GC sawtooth leave a quarter of the pairs flat or falling. The same is fitted to the
+    window's lower envelope (the running minimum over a quarter of it): a collector's sawtooth
+    scatters the samples by its full height but leaves its troughs flat, and a leak under it
+    lifts them; the steeper of the two counts. With ``limit`` and ``timeToLimit``, a pod whose
+    limit is known (a fixed level, or the newest sample of a limit signal such as the
+    container's memory limit) is judged by time to limit instead: it breaches when the fitted
+    line, rising, with the reach of the samples above it (a sawtooth's peaks), would reach its
+    limit within ``timeToLimit`` plus ``sustain`` (the leak goes on while the breach is
+    sustained), so a slow leak far from its limit is left to run and a restart is spent only
+    when it would otherwise end in an OOM kill; a pod with no known limit is judged by
+    ``threshold``. For time to limit the fit follows the current regime: the newest half of
+    the window is fitted as well (median pairwise slopes, checked over it and each of its
+    quarters), so samples from before a leak began do not dilute it and a young life of the
+    process is judged too; the envelope takes the median there. The condition must hold for
+    ``sustain`` (the breach start is kept, and restored from the history after a backfill);
+    a time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that
+    would reach its limit sooner than that is called after a quarter of its time left. The fit
+    is refreshed each time the window has moved on by one bucket (5 minutes for a 1 h window);
+    in between it barely moves.
 ``baseline``
     Ratio of every sample in the window to the pod's own reference: the median over
     ``baselineWindow`` starting at the pod's first usable sample after warm-up, taken once and
@@ -35,6 +45,27 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     Ratio of every sample in the window to the fleet median of the same cycle (pods past their
     warm-up and, for traffic-gated rules, serving traffic), sustained like ``above``; cycles
     with fewer than ``minFleet`` such pods do not count.
+``saturation``
+    Every sample in the window at or above the threshold while the ``pending`` signal (requests
+    waiting) is above 0 and the pod is at least 1.25x the fleet median of the same cycle,
+    sustained like ``above``: a cache pinned full with a queue on one pod, never a surge that
+    fills every pod.
+``stall``
+    The ``signal`` is a progress counter (tokens generated, requests finished): it rises by at
+    most the threshold over a covered window while the ``pending`` signal (requests running or
+    waiting) is above 0 in every sample. The hung engine whose health endpoint still answers;
+    not gated by traffic (it serves nothing), judged from samples of the current life only.
+``increase``
+    A counter rises by at least the threshold within the window (a fall is a reset; warm-ups
+    and restarts do not hide it). ``oom_kills`` and ``restarts`` are kept by the engine itself
+    from each pod's container restarts, outside the sample ring, so a day-long window is cheap.
+
+Lives of the process: ``observe`` takes each pod's container restarts (count, last termination
+reason and time). A rise of the count starts a new life at the termination: every rule but
+``increase`` then sees only samples from the new life after its warm-up, and an ``OOMKilled``
+reason is an OOM kill. Without that information a fall of a stall rule's progress counter is a
+restart, an OOM kill if the pod's last sample of a limited growth signal was within 10 % of its
+limit.
 
 Hysteresis: a breached rule holds while the window median stays beyond ``clear`` (growth:
 while the plain Theil-Sen slope does, a weaker test than the one that entered the breach).

@@ -344,3 +344,39 @@ def test_a_stall_rule_clears_only_at_or_above_its_threshold() -> None:
     )
     with pytest.raises(PolicyError, match=r"clear.*at or above"):
         resolve_policy(spec)
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_a_leak_under_a_collector_sawtooth_is_called(limited: bool) -> None:
+    engine = HealthEngine(limited_leak_policy())  # type: ignore[arg-type]
+    rng = np.random.default_rng(5)
+    onset, rate = 2 * 3600.0, 0.6 * GIB / 3600
+    limit = 12 * GIB + 1.5 * GIB + 0.6 * GIB * 5  # the peaks reach it 5 h after the onset
+    reached = onset + 5 * 3600.0
+    called = None
+    t = 0.0
+    while t < reached and called is None:
+        t += 30.0
+        tooth = 1.5 * GIB * ((t / 400.0) % 1.0)
+        memory = 12 * GIB + tooth + rate * max(t - onset, 0.0) + 24 * MIB * rng.standard_normal()
+        signals = {"memory": memory, "memory_limit": limit if limited else None}
+        engine.observe(t, POD, 0.0, signals)
+        if engine.evaluate(t)[POD].degraded:
+            called = t
+    assert called is not None
+    assert called > onset
+    if limited:
+        assert reached - called >= 0.8 * 7200.0
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_a_collector_sawtooth_alone_is_never_a_leak(limited: bool) -> None:
+    engine = HealthEngine(limited_leak_policy())  # type: ignore[arg-type]
+    rng = np.random.default_rng(6)
+    for step in range(1, 10 * 120):
+        t = step * 30.0
+        tooth = 2 * GIB * ((t / 650.0) % 1.0)
+        limit = 12 * GIB + 2 * GIB + 3 * GIB if limited else None
+        memory = 12 * GIB + tooth + 24 * MIB * rng.standard_normal()
+        engine.observe(t, POD, 0.0, {"memory": memory, "memory_limit": limit})
+        assert not engine.evaluate(t)[POD].degraded

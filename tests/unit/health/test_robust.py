@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infercycle.health.robust import nanmedian_last, nanquantile_last, theil_sen
+from infercycle.health.robust import lower_envelope, nanmedian_last, nanquantile_last, theil_sen
 
 
 @pytest.mark.parametrize("quantile", [0.0, 0.25, 0.5, 0.9, 1.0])
@@ -49,3 +49,17 @@ def test_a_step_or_a_sawtooth_is_not_a_supported_trend() -> None:
     assert trend.slope[0] > 0  # the plain Theil-Sen slope sees the step ...
     assert trend.supported[0] <= 0.01  # ... the supported slope does not
     assert trend.supported[1] < 0.05  # the teeth rise at 1.9/s, the supported slope stays flat
+
+
+def test_the_lower_envelope_of_a_sawtooth_is_flat_and_a_leak_lifts_it() -> None:
+    times = np.arange(0.0, 3600.0, 30.0)
+    sawtooth = 2 * 2**30 * ((times / 420.0) % 1.0)
+    leak = 2**30 * times / 3600.0  # 1 GiB/h
+    values = np.vstack([sawtooth, sawtooth + leak])
+    envelope, centers = lower_envelope(values, times, -1.0, 3600.0)
+    trend = theil_sen(envelope, centers, centers[0] - 1, centers[-1] + 1, quantile=0.5)
+    per_hour = trend.supported * 3600 / 2**30
+    assert abs(per_hour[0]) < 0.05
+    assert 0.9 < per_hour[1] < 1.1
+    raw = theil_sen(values, times, -1.0, 3600.0)
+    assert raw.supported[1] * 3600 / 2**30 < 0.9  # the raw samples hide the leak
