@@ -1152,9 +1152,9 @@ class HealthEngine:
         its quarters, so a one-off step, a self-healing bump or a sawtooth leaves it flat.
         """
         trend, enough, coverage = self._trend(rule, cycle, at)
-        if not enough.any():
-            return trend, enough, coverage
         limited = np.isfinite(limits)
+        if not enough.any() and not limited.any():
+            return trend, enough, coverage
         trough = self._trough(rule, cycle, at, limited)
         whole = np.where(enough, trend.supported, -np.inf)
         troughs = np.where(enough, trough.supported, -np.inf)
