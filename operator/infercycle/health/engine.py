@@ -103,7 +103,6 @@ from infercycle.health.model import (
 from infercycle.health.robust import (
     GROWTH_BUCKETS,
     SLOPE_QUANTILE,
-    SPREAD_QUANTILE,
     AnyFloatArray,
     BoolArray,
     FloatArray,
@@ -111,7 +110,7 @@ from infercycle.health.robust import (
     Trend,
     lower_envelope,
     nanmedian_last,
-    nanquantile_last,
+    reach_above,
     theil_sen,
 )
 
@@ -316,6 +315,9 @@ class _Cycle:
     fresh: BoolArray
     """(signals, rows): the newest sample with data is recent enough to count."""
     windows: dict[tuple[float, float], _Window] = field(default_factory=dict)
+    subset: IntArray | None = None
+    """The engine rows this cycle's rows stand for (None: rows 0..rows-1), when a judgement
+    is redone for a few pods only."""
     initial: dict[tuple[str, bool, str | None], tuple[StateArray, FloatArray]] = field(
         default_factory=dict
     )
@@ -816,14 +818,21 @@ class HealthEngine:
         """The rule's signal over the window, and which samples may be judged."""
         cached = window.signals.get(rule.signal)
         if cached is None:
-            values = self._store.values[rule.signal][: cycle.rows, window.columns]
+            matrix = self._store.values[rule.signal]
+            if cycle.subset is None:
+                values = matrix[: cycle.rows, window.columns]
+            else:
+                values = matrix[cycle.subset][:, window.columns]
             cached = (values, ~np.isnan(values) & window.settled)
             window.signals[rule.signal] = cached
         values, present = cached
         if not rule.requires_traffic:
             return values, present.copy()
         if window.traffic is None:
-            window.traffic = self._traffic(window.columns, cycle.rows)
+            if cycle.subset is None:
+                window.traffic = self._traffic(window.columns, cycle.rows)
+            else:
+                window.traffic = self._traffic(window.columns, self._store.rows)[cycle.subset]
         return values, present & window.traffic
 
     def _judge_all(self, cycle: _Cycle) -> list[_Outcome]:
@@ -1170,12 +1179,34 @@ class HealthEngine:
         steeper = recent_enough & ~(best >= recent.supported)
         use_trough &= ~steeper
         chosen = _pick_trend(_pick_trend(trend, trough, use_trough), recent, steeper)
+        chosen = Trend(
+            chosen.slope,
+            chosen.supported,
+            chosen.level,
+            chosen.buckets,
+            self._reach(rule, cycle, at, chosen, limited),
+        )
         coverage = np.where(recent_enough & ~enough, 1.0, coverage)
         return chosen, enough | recent_enough, coverage
 
+    def _reach(
+        self, rule: Rule, cycle: _Cycle, at: float | None, fit: Trend, limited: BoolArray
+    ) -> FloatArray:
+        """How far the samples of the newest half of the window reach above the fitted line,
+        for the rows with a known limit (0 elsewhere)."""
+        end = cycle.now if at is None else at
+        reach = np.zeros(len(limited))
+        rows = np.flatnonzero(limited)
+        if not len(rows):
+            return reach
+        window = self._window(cycle, rule.window_s * RECENT_SHARE, at)
+        values, usable = self._samples(rule, cycle, window)
+        raw = np.where(usable[rows], values[rows], np.nan)
+        reach[rows] = reach_above(raw, window.times, fit.level[rows], fit.slope[rows], end)
+        return reach
+
     def _trough(self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray) -> Trend:
-        """The fit of the window's lower envelope; its spread is how far the raw samples reach
-        above that line (a sawtooth's full height). The envelope is smooth, so where a limit
+        """The fit of the window's lower envelope. The envelope is smooth, so where a limit
         is known (the time left decides) the plain median of pairwise slopes counts; where
         the slope alone decides, the lower quartile, as for the raw samples."""
         end = cycle.now if at is None else at
@@ -1184,11 +1215,7 @@ class HealthEngine:
         raw = np.where(usable, values, np.nan)
         envelope, centers = lower_envelope(raw, window.times, end - rule.window_s, end)
         quantile = np.where(limited, 0.5, SLOPE_QUANTILE)
-        fit = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
-        with np.errstate(invalid="ignore"):
-            line = fit.level[:, None] + fit.slope[:, None] * (window.times[None, :] - end)
-        reach = np.fmax(nanquantile_last(raw - line, SPREAD_QUANTILE), 0.0)
-        return Trend(fit.slope, fit.supported, fit.level, fit.buckets, np.nan_to_num(reach))
+        return theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
 
     def _limits(self, rule: Rule, rows: int) -> FloatArray:
         """Each row's limit for a time-to-limit rule (NaN: none known)."""
@@ -1214,7 +1241,8 @@ class HealthEngine:
         if rule.time_to_limit_s is None or not known.any():
             unknown = np.full(rows, np.nan)
             return slope, by_slope, np.zeros(rows, dtype=bool), unknown, unknown
-        headroom = limits - (trend.level + trend.spread)
+        reach = 0.0 if trend.spread is None else trend.spread
+        headroom = limits - (trend.level + reach)
         needed = headroom / rule.time_to_limit_s * 3600.0
         with np.errstate(divide="ignore", invalid="ignore"):
             left = np.where(slope > 0, headroom / slope * 3600.0, np.inf)
@@ -1321,17 +1349,28 @@ class HealthEngine:
         instants = cycle.now - rule.sustain_s * (
             1 - np.arange(RETRO_SUSTAIN_STEPS) / RETRO_SUSTAIN_STEPS
         )
-        holds_since = np.full(rows, np.nan)
-        unbroken = backfilled.copy()
-        for at in instants[::-1]:
-            trend, enough, _ = self._regime(rule, cycle, limits, float(at))
-            _, condition, _, _, _ = self._growth_condition(rule, trend, enough, limits)
-            condition &= float(at) >= cycle.warm_end
-            unbroken &= condition
-            holds_since[unbroken] = at
-        memory.since[:rows] = np.where(
-            backfilled & ~np.isnan(holds_since), holds_since, memory.since[:rows]
+        subset = np.flatnonzero(backfilled)
+        few = _Cycle(
+            now=cycle.now,
+            rows=len(subset),
+            step=cycle.step,
+            in_use=cycle.in_use[subset],
+            warm_end=cycle.warm_end[subset],
+            fresh=cycle.fresh[:, subset],
+            subset=subset,
         )
+        holds_since = np.full(len(subset), np.nan)
+        unbroken = np.ones(len(subset), dtype=bool)
+        for at in instants[::-1]:
+            trend, enough, _ = self._regime(rule, few, limits[subset], float(at))
+            _, condition, _, _, _ = self._growth_condition(rule, trend, enough, limits[subset])
+            condition &= float(at) >= few.warm_end
+            unbroken &= condition
+            if not unbroken.any():
+                break
+            holds_since[unbroken] = at
+        restored = ~np.isnan(holds_since)
+        memory.since[subset[restored]] = holds_since[restored]
 
     # -- baselines ---------------------------------------------------------------------------
 
@@ -1473,7 +1512,6 @@ def _pick_trend(base: Trend, other: Trend, pick: BoolArray) -> Trend:
         supported=np.where(pick, other.supported, base.supported),
         level=np.where(pick, other.level, base.level),
         buckets=np.where(pick, other.buckets, base.buckets),
-        spread=np.where(pick, other.spread, base.spread),
     )
 
 

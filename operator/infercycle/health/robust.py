@@ -30,8 +30,21 @@ quarter of the bucket pairs may disagree (a step, a sawtooth drop) without raisi
 
 
 SPREAD_QUANTILE = 0.95
-"""Residual quantile taken as the reach of the samples above the fitted line: high enough for
-a sawtooth's peaks, low enough that a rare spike does not count."""
+"""Residual quantile taken as the reach of the samples above a fitted line: high enough for a
+sawtooth's peaks, low enough that a rare spike does not count."""
+
+
+def reach_above(
+    values: AnyFloatArray, times: FloatArray, level: FloatArray, slope: FloatArray, end: float
+) -> FloatArray:
+    """How far each row's samples reach above its line (``level`` at ``end``, ``slope`` per
+    second): the 95th percentile of the residuals, 0 or more, 0 without samples."""
+    with np.errstate(invalid="ignore"):
+        residuals = values - (level[:, None] + slope[:, None] * (times[None, :] - end))
+    reach: FloatArray = np.nan_to_num(
+        np.fmax(nanquantile_last(residuals, SPREAD_QUANTILE), 0.0), nan=0.0
+    )
+    return reach
 
 
 def nanquantile_last(
@@ -78,9 +91,9 @@ class Trend:
     """The fitted value at the end of the window."""
     buckets: IntArray
     """Buckets with at least one sample."""
-    spread: FloatArray
-    """How far the samples reach above the fitted line: the 95th percentile of the residuals
-    (0 or more). A sawtooth's peaks hit a limit before its middle does."""
+    spread: FloatArray | None = None
+    """How far the samples reach above the fitted line (0 or more), where someone measured it:
+    a sawtooth's peaks hit a limit before its middle does."""
 
 
 @cache
@@ -147,15 +160,11 @@ def theil_sen(
     first_half = np.where(have_first, nanquantile_last(slopes[:, in_first], quantile), np.nan)
     second_half = np.where(have_second, nanquantile_last(slopes[:, in_second], quantile), np.nan)
     level = nanmedian_last(medians + slope[:, None] * (end - centers))
-    with np.errstate(invalid="ignore"):
-        residuals = values - (level[:, None] + slope[:, None] * (times[None, :] - end))
-    spread = np.fmax(nanquantile_last(residuals, SPREAD_QUANTILE), 0.0)
     return Trend(
         slope=slope,
         supported=np.minimum(np.minimum(whole, first_half), second_half),
         level=level,
         buckets=np.count_nonzero(counts, axis=1),
-        spread=np.nan_to_num(spread, nan=0.0),
     )
 
 
