@@ -2,9 +2,9 @@
 
     python benchmarks/quality.py [--seeds 6] [--step 30] [--set synthetic|reported|all]
 
-Two sets: ``synthetic`` (``infercycle.testing.scenarios``) and ``reported``, pods shaped like
+Two sets: ``synthetic`` (``infercycle_sim.scenarios``) and ``reported``, pods shaped like
 quantified public issue reports of vLLM, SGLang, llama.cpp and TGI servers
-(``infercycle.testing.reported``, which cites each report and its numbers): hung engines,
+(``infercycle_sim.reported``, which cites each report and its numbers): hung engines,
 OOM-killed crash loops, leaks against a known limit, a KV cache pinned full, a slowdown, and
 healthy-but-noisy fleets (allocator plateaus, GC sawtooth, the knee of the load curve,
 transient bursts, idle nights), with latency computed as ``histogram_quantile`` over vLLM's
@@ -134,7 +134,7 @@ def synthetic(policy: HealthPolicy, args: argparse.Namespace, scenarios: list[st
 def report_shaped(policy: HealthPolicy, seeds: int, step: float, scenarios: list[str]) -> None:
     """The report-shaped set: per kind, precision, recall, time to detect and, for leaks, how
     long before the limit the call came (against the policy's ``timeToLimit``)."""
-    print("report-shaped scenarios (infercycle.testing.reported)")
+    print("report-shaped scenarios (infercycle_sim.reported)")
     totals = [0, 0, 0]
     horizon = max((rule.time_to_limit_s or 0.0) for rule in policy.rules) / 3600
     for scenario in scenarios:

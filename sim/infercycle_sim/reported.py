@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from infercycle.api.servers import VLLM_E2E_BUCKETS
 from infercycle.api.values import HealthPolicy
 from infercycle.health import HealthEngine
 from infercycle.health.model import OOM_KILLED, ContainerRestarts, PodKey
@@ -106,11 +107,6 @@ HOUR = 3600.0
 GPU_BYTES = 80 * GIB
 RATE_WINDOW_S = 300.0
 """The ``rate(...[5m])`` of the default latency and request-rate queries."""
-VLLM_E2E_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
-"""``vllm:e2e_request_latency_seconds`` bucket bounds (vLLM's metrics module)."""
 MAX_SEQS = 48
 """Concurrent sequences the simulated server schedules; the rest wait."""
 

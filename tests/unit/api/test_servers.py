@@ -17,7 +17,7 @@ from infercycle.api.servers import (
     profile_for,
 )
 from infercycle.api.spec import HealthSpec, RecyclePolicySpec, SignalRuleSpec
-from infercycle.api.values import Rule, RuleKind
+from infercycle.api.values import RESTART_SIGNALS, Rule, RuleKind
 
 
 @pytest.mark.parametrize("server", list(ServerKind))
@@ -40,11 +40,11 @@ def test_what_each_server_lacks() -> None:
     lacks = {server.value: sorted(p.unavailable) for server, p in PROFILES.items()}
     assert lacks == {
         "vllm": [],
-        "sglang": [],
+        "sglang": ["progress"],
         "tgi": ["kv_cache", "ttft_p99"],
         "llamacpp": ["error_rate", "kv_cache", "latency_p99", "request_rate", "ttft_p99"],
-        "triton": ["token_latency_p99", "ttft_p99"],
-        "dynamo": ["token_latency_p99", "ttft_p99"],
+        "triton": ["progress", "requests_pending", "token_latency_p99", "ttft_p99"],
+        "dynamo": ["progress", "requests_waiting", "token_latency_p99", "ttft_p99"],
         "custom": sorted(ENGINE_SIGNALS),
     }
 
@@ -93,7 +93,13 @@ def test_an_unknown_server_is_refused_naming_the_choices() -> None:
 def test_rules_on_missing_signals_are_switched_off_with_the_reason() -> None:
     policy = resolve_policy(RecyclePolicySpec(server=ServerKind.LLAMACPP))
     off = {entry.rule: entry for entry in policy.switched_off}
-    assert set(off) == {"latency-creep", "latency-outlier", "error-rate", "kv-cache-pressure"}
+    assert set(off) == {
+        "latency-creep",
+        "latency-outlier",
+        "error-rate",
+        "kv-cache-pressure",
+        "kv-cache-saturation",
+    }
     assert off["error-rate"].signal == "error_rate"
     assert "no error counter" in off["error-rate"].reason
     assert "kv_cache_usage_ratio" in off["kv-cache-pressure"].reason
@@ -142,6 +148,7 @@ def test_a_quorum_out_of_reach_after_switching_off_names_the_server() -> None:
             rules=[
                 SignalRuleSpec(name="memory-leak", enabled=False),
                 SignalRuleSpec(name="gpu-memory-leak", enabled=False),
+                SignalRuleSpec(name="oom-kills", enabled=False),
             ],
         ),
     )
@@ -152,4 +159,5 @@ def test_a_quorum_out_of_reach_after_switching_off_names_the_server() -> None:
 def test_custom_server_keeps_infrastructure_rules_only() -> None:
     policy = resolve_policy(RecyclePolicySpec(server=ServerKind.CUSTOM))
     assert set(policy.health.queries) == set(INFRASTRUCTURE)
-    assert {r.signal for r in policy.health.rules} <= set(INFRASTRUCTURE)
+    # and the OOM kills the engine counts from the pods' status, whatever the server
+    assert {r.signal for r in policy.health.rules} <= set(INFRASTRUCTURE) | RESTART_SIGNALS

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infercycle.api.policy import PolicyError, RecyclePolicySpec, RuleKind, resolve_policy
+from infercycle.api.resolver import PolicyError, resolve_policy
+from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.values import RuleKind
 from infercycle.health import ContainerRestarts, HealthEngine
 from infercycle.health.engine import _counter_rise
 

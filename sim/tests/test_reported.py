@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infercycle.api.policy import resolve_policy
-from infercycle.testing.reported import ReportedPod, histogram_p99, run_reported
+from infercycle.api.resolver import resolve_policy
+from infercycle_sim.reported import ReportedPod, histogram_p99, run_reported
 
 
 def test_histogram_p99_interpolates_within_the_bucket_like_prometheus() -> None:
