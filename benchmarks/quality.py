@@ -48,6 +48,8 @@ HOURS = {
     "error_creep": 14.0,
 }
 HEALTHY_HOURS = 12.0
+PROMISE = 0.8
+"""Share of ``timeToLimit`` a leak call must come before the limit, where the leak allows it."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,11 +138,14 @@ def report_shaped(policy: HealthPolicy, seeds: int, step: float, scenarios: list
     long before the limit the call came (against the policy's ``timeToLimit``)."""
     print("report-shaped scenarios (infercycle_sim.reported)")
     totals = [0, 0, 0]
-    horizon = max((rule.time_to_limit_s or 0.0) for rule in policy.rules) / 3600
+    limited = [rule for rule in policy.rules if rule.time_to_limit_s is not None]
+    horizon = max(rule.time_to_limit_s or 0.0 for rule in limited) / 3600
+    window = max(rule.window_s for rule in limited) / 3600
     for scenario in scenarios:
         tp = fp = fn = 0
         detect: list[float] = []
         ahead: list[str] = []
+        promised = kept = short = in_life = 0
         alarms: list[str] = []
         for seed in range(1, seeds + 1):
             for pod in reported.run_reported(scenario, seed, policy, step_s=step):
@@ -164,9 +169,16 @@ def report_shaped(policy: HealthPolicy, seeds: int, step: float, scenarios: list
                 if scenario in reported.LEAKS:
                     if pod.limit_s is None:
                         ahead.append("limit not reached in the run")
+                        continue
+                    lead = (pod.limit_s - first) / 3600
+                    runway = (pod.limit_s - pod.onset_s) / 3600
+                    ahead.append(f"{lead:.2f}h ({lead / horizon:.2f}x) of {runway:.1f}h")
+                    if runway >= horizon + window:
+                        promised += 1
+                        kept += lead >= PROMISE * horizon
                     else:
-                        lead = (pod.limit_s - first) / 3600
-                        ahead.append(f"{lead:.2f}h ({lead / horizon:.2f}x)")
+                        short += 1
+                        in_life += lead > 0
         totals[0] += tp
         totals[1] += fp
         totals[2] += fn
@@ -179,7 +191,15 @@ def report_shaped(policy: HealthPolicy, seeds: int, step: float, scenarios: list
                 f"({tp}/{tp + fn}); time to detect median {median}"
             )
             if ahead:
-                print(f"    called before the limit: {', '.join(ahead)}")
+                print(
+                    f"    called before the limit (lead, x timeToLimit, of the time from onset "
+                    f"to limit): {', '.join(ahead)}"
+                )
+                print(
+                    f"    leaks with at least timeToLimit + window from onset to limit: called "
+                    f">= {PROMISE} x timeToLimit before it: {kept}/{promised}; faster leaks "
+                    f"called before their first kill: {in_life}/{short}"
+                )
         else:
             print(f"{scenario:18s} {fp} of {seeds * reported.PODS} healthy pods flagged")
         for alarm in alarms:
