@@ -84,10 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     kube = KubeApi(load_config(args.kubeconfig))
     controller = FleetController(settings, kube, reader)
     start_http_server(settings.metrics_port)
+    # With namespaces listed, kopf watches only those (cluster-scoped resources stay
+    # cluster-wide), so a Role in each of them is all the operator needs there.
     kopf.run(
         memo=handlers.memo_for(controller),
         standalone=True,
-        clusterwide=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
     )
     return 0

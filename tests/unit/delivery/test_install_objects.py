@@ -23,24 +23,31 @@ from tests.unit.delivery.support import (
 )
 
 # The operator's permissions as reviewed, one (apiGroup, resource, verb) per line of thought.
-_CHILD_VERBS = ("get", "list", "watch", "create", "patch", "update", "delete")
-OPERATOR_PERMISSIONS = {
+# Cluster-scoped resources, granted cluster-wide in every install:
+CLUSTER_PERMISSIONS = {
+    *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
+    *(("infercycle.io", "recyclepolicies", verb) for verb in ("get", "list", "watch")),
+    *(("apiextensions.k8s.io", "customresourcedefinitions", verb)
+      for verb in ("get", "list", "watch")),
+}  # fmt: skip
+# In the namespaces it manages: every namespace, or only the listed ones through Roles there.
+WORKLOAD_PERMISSIONS = {
     *(("", "pods", verb) for verb in ("get", "list", "watch", "patch")),
     ("", "pods/eviction", "create"),
-    *(("", resource, verb) for resource in ("services", "secrets", "persistentvolumeclaims")
-      for verb in _CHILD_VERBS),
-    *(("apps", "statefulsets", verb) for verb in _CHILD_VERBS),
-    *(("policy", "poddisruptionbudgets", verb) for verb in _CHILD_VERBS),
+    # Children are written by server-side apply only: never read, never deleted.
+    *((group, resource, verb)
+      for group, resource in (("", "services"), ("apps", "statefulsets"),
+                              ("policy", "poddisruptionbudgets"),
+                              ("networking.k8s.io", "networkpolicies"))
+      for verb in ("create", "patch")),
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
     *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
-    *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
     *(("infercycle.io", "inferencedeployments", verb)
       for verb in ("get", "list", "watch", "patch", "update")),
     *(("infercycle.io", "inferencedeployments/status", verb)
       for verb in ("get", "patch", "update")),
     ("infercycle.io", "inferencedeployments/finalizers", "update"),
-    *(("infercycle.io", "recyclepolicies", verb) for verb in ("get", "list", "watch")),
-    *(("apiextensions.k8s.io", "customresourcedefinitions", verb)
-      for verb in ("get", "list", "watch")),
 }  # fmt: skip
 RESTRICTED_VOLUME_TYPES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
@@ -76,9 +83,12 @@ def test_no_field_the_api_does_not_define(rendering: list[Manifest]) -> None:
 
 def test_namespaced_objects_live_in_the_operator_namespace(rendering: list[Manifest]) -> None:
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    watched = _watched_namespaces(rendering)
     for obj in rendering:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"], obj["metadata"]
+        elif obj["kind"] in ("Role", "RoleBinding"):
+            assert obj["metadata"]["namespace"] in watched, obj["metadata"]
         elif obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-dashboard"):
             continue  # goes where Grafana's sidecar looks
         else:
@@ -177,31 +187,61 @@ def test_operator_env_is_understood_by_the_operator(
         assert settings.agent_image.rsplit(":", 1)[0] == container["image"].rsplit(":", 1)[0]
 
 
-def test_operator_cluster_role_is_exactly_the_reviewed_one(rendering: list[Manifest]) -> None:
-    operator_roles = [
-        role
-        for role in by_kind(rendering, "ClusterRole")
-        if role["metadata"]["name"].endswith("-operator")
-    ]
-    for role in operator_roles:
-        assert permissions(role) == OPERATOR_PERMISSIONS
+def _watched_namespaces(rendering: list[Manifest]) -> set[str]:
+    if not by_kind(rendering, "Deployment"):
+        return set()
+    (container,) = one(rendering, "Deployment")["spec"]["template"]["spec"]["containers"]
+    listed = _plain_env(container).get("INFERCYCLE_NAMESPACES", "")
+    return {name.strip() for name in listed.split(",") if name.strip()}
 
 
-def test_binding_grants_the_role_to_the_deployments_account(rendering: list[Manifest]) -> None:
+def granted(rendering: list[Manifest], account: str, home: str) -> dict[str | None, set[Any]]:
+    """What the bindings give the account: cluster-wide (key None) and per namespace."""
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": home}
+    grants: dict[str | None, set[Any]] = {}
+    bindings = by_kind(rendering, "ClusterRoleBinding") + by_kind(rendering, "RoleBinding")
+    for binding in bindings:
+        if subject not in binding["subjects"]:
+            continue
+        namespace = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = one(
+            rendering, ref["kind"], ref["name"], namespace if ref["kind"] == "Role" else None
+        )
+        grants.setdefault(namespace, set()).update(permissions(role))
+    return grants
+
+
+def test_the_operator_is_granted_exactly_the_reviewed_permissions(
+    rendering: list[Manifest],
+) -> None:
     for deployment in by_kind(rendering, "Deployment"):
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        binding = one(rendering, "ClusterRoleBinding")
-        assert binding["roleRef"]["kind"] == "ClusterRole"
-        role = one(rendering, "ClusterRole", binding["roleRef"]["name"])
-        assert permissions(role) == OPERATOR_PERMISSIONS
-        assert binding["subjects"] == [
-            {
-                "kind": "ServiceAccount",
-                "name": account,
-                "namespace": deployment["metadata"]["namespace"],
-            }
-        ]
-        assert one(rendering, "ServiceAccount", account)
+        grants = granted(rendering, account, deployment["metadata"]["namespace"])
+        watched = _watched_namespaces(rendering)
+        if not watched:
+            assert grants == {None: CLUSTER_PERMISSIONS | WORKLOAD_PERMISSIONS}
+            continue
+        # Listed namespaces: no cluster-wide right on pods, Secrets or workloads.
+        assert grants.pop(None) == CLUSTER_PERMISSIONS
+        assert set(grants) == watched
+        for namespace, permitted in grants.items():
+            assert permitted == WORKLOAD_PERMISSIONS, namespace
+
+
+def test_the_operator_deletes_nothing_touches_no_volume_claim_and_lists_no_secret(
+    rendering: list[Manifest],
+) -> None:
+    for deployment in by_kind(rendering, "Deployment"):
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        grants = granted(rendering, account, deployment["metadata"]["namespace"])
+        assert grants
+        for where, permitted in grants.items():
+            for group, resource, verb in permitted:
+                what = f"{where or 'cluster-wide'}: {group}/{resource} {verb}"
+                assert verb not in ("delete", "deletecollection"), what
+                assert resource != "persistentvolumeclaims", what
+                assert resource != "secrets" or verb in ("get", "create"), what
 
 
 def test_aggregated_roles_only_touch_infercycle_resources(rendering: list[Manifest]) -> None:
