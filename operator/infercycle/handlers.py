@@ -12,9 +12,10 @@ from typing import Any
 
 import kopf
 
-from infercycle.api.resources import GROUP, VERSION
+from infercycle.api.resources import GROUP, VERSION, InferenceDeploymentSpec
 from infercycle.cycle.controller import FleetController
 from infercycle.cycle.state import DEPLOYMENT_LABEL
+from infercycle.kube import workload
 
 log = logging.getLogger("infercycle.handlers")
 INFD = (GROUP, VERSION, "inferencedeployments")
@@ -132,12 +133,28 @@ async def reconcile(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: 
         return
     try:
         await asyncio.to_thread(_controller(memo).reconcile_children, dict(body))
+        await asyncio.to_thread(_apply_agent_network_policy, _controller(memo), dict(body))
     except ValueError as error:  # invalid spec or policy: say so; retrying will not help
         kopf.warn(body, reason="PolicyInvalid", message=str(error))
         raise kopf.PermanentError(str(error)) from error
     except Exception as error:
         logger.warning("children of %s not reconciled yet: %s", body.metadata.name, error)
         raise kopf.TemporaryError(f"reconcile failed: {error}", delay=15) from error
+
+
+def _apply_agent_network_policy(controller: FleetController, body: dict[str, Any]) -> None:
+    """The agent port admits only the operator (see workload.agent_network_policy)."""
+    settings = controller.settings
+    spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+    if not settings.workload_network_policy or not workload.agent_enabled(spec):
+        return
+    metadata = body["metadata"]
+    controller.kube.apply(
+        workload.agent_network_policy(
+            metadata["name"], metadata["namespace"], metadata["uid"], spec,
+            settings.operator_namespace,
+        )
+    )  # fmt: skip
 
 
 @kopf.on.delete(*INFD)

@@ -299,6 +299,14 @@ def test_network_policy_allows_exactly_what_the_operator_needs(rendering: list[M
         assert peer["podSelector"]["matchExpressions"] == [
             {"key": "infercycle.io/deployment", "operator": "Exists"}
         ]
+        watched = _watched_namespaces(rendering)
+        if watched:  # agents only where the operator manages deployments
+            (expression,) = peer["namespaceSelector"]["matchExpressions"]
+            assert expression["key"] == "kubernetes.io/metadata.name"
+            assert expression["operator"] == "In"
+            assert set(expression["values"]) == watched
+        else:
+            assert peer["namespaceSelector"] == {}
 
 
 def test_service_monitor_scrapes_the_metrics_service(rendering: list[Manifest]) -> None:
