@@ -95,6 +95,8 @@ def _agent_container(spec: InferenceDeploymentSpec, image: str, mount_path: str)
         f"--port={agent_port(spec)}",
         f"--checkpoint-dir={mount_path}/checkpoints",
         "--token-file=/var/run/infercycle/agent/token",
+        # Off the session volume: a full or read-only volume cannot make it restore twice.
+        "--state-dir=/tmp/state",
         f"--server-process={server_container_name(spec)}",
     ]
     if agent and agent.session_hook:
