@@ -20,6 +20,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from infercycle.errors import PrometheusError, PrometheusUnreachable
 from infercycle.settings import OperatorSettings
 
 PodRef = tuple[str, str]  # (namespace, pod)
@@ -27,27 +28,19 @@ PodRef = tuple[str, str]  # (namespace, pod)
 log = logging.getLogger(__name__)
 
 
-class QueryError(Exception):
-    """One query could not be used; the other queries of the cycle are not affected."""
-
-
-class QueryTimeoutError(QueryError):
+class QueryTimeoutError(PrometheusError):
     """The query did not answer within ``queryTimeout``."""
 
 
-class PrometheusUnreachable(QueryError):  # noqa: N818 - named like the condition reason
-    """No answer at all: the connection was refused or reset."""
-
-
-class QueryRejectedError(QueryError):
+class QueryRejectedError(PrometheusError):
     """Prometheus answered with an error (bad PromQL, overload, an HTTP error status)."""
 
 
-class UnexpectedAnswerError(QueryError):
+class UnexpectedAnswerError(PrometheusError):
     """Prometheus answered, but not with an instant vector of per-pod samples."""
 
 
-class DuplicateSeriesError(QueryError):
+class DuplicateSeriesError(PrometheusError):
     """The query returned more than one series for one pod, so its value is ambiguous."""
 
 
@@ -71,7 +64,7 @@ class QueryResult:
     seconds: float
     values: dict[PodRef, float] = field(default_factory=dict)
     duplicates: dict[PodRef, int] = field(default_factory=dict)
-    error: QueryError | None = None
+    error: PrometheusError | None = None
 
     @property
     def unreachable(self) -> bool:
@@ -99,8 +92,11 @@ class FleetSnapshot:
     def newest_sample(self) -> float | None:
         return max(self.sample_time.values(), default=None)
 
-    def problem_for(self, labels: Iterable[str], pods: Iterable[PodRef]) -> QueryError | None:
-        """The first reason these signals cannot be trusted for these pods, if any.
+    def problem_for(
+        self, labels: Iterable[str], pods: Iterable[PodRef]
+    ) -> tuple[str, PrometheusError] | None:
+        """The first reason these signals cannot be trusted for these pods: the label whose
+        query is at fault and why, or None.
 
         A query's own error comes first; then a pod of this deployment with several series in
         a query it uses (other deployments' duplicate pods do not count).
@@ -109,15 +105,14 @@ class FleetSnapshot:
         for label in wanted:
             error = self.results[label].error
             if error is not None:
-                return error
+                return label, error
         refs = set(pods)
         for label in wanted:
             result = self.results[label]
             for ref in sorted(refs.intersection(result.duplicates)):
-                return DuplicateSeriesError(
-                    f"query for {label.split('#')[0]} returned {result.duplicates[ref]} series "
-                    f"for pod {ref[0]}/{ref[1]}; aggregate it to one series per pod, "
-                    f"e.g. max by (namespace, pod) (...)"
+                return label, DuplicateSeriesError(
+                    f"it returned {result.duplicates[ref]} series for pod {ref[0]}/{ref[1]}; "
+                    "aggregate it to one series per pod, e.g. max by (namespace, pod) (...)"
                 )
         return None
 
@@ -159,7 +154,7 @@ class PrometheusReader:
         """One instant query; series without namespace and pod labels are ignored.
 
         ``evaluation_time`` (seconds) pins the query to a past instant instead of "now".
-        Raises a ``QueryError``; nothing else.
+        Raises a ``PrometheusError``; nothing else.
         """
         params = None if self.evaluation_time is None else {"time": f"{self.evaluation_time:.3f}"}
         try:
@@ -182,12 +177,12 @@ class PrometheusReader:
                 asyncio.to_thread(self.query_now, promql), timeout=self._timeout
             )
         except TimeoutError:
-            error: QueryError = QueryTimeoutError("query timed out")
-        except QueryError as raised:
+            error: PrometheusError = QueryTimeoutError("query timed out")
+        except PrometheusError as raised:
             error = raised
         except Exception as unexpected:  # one query's fault stays with it
             log.warning("query %.80s failed unexpectedly", promql, exc_info=True)
-            error = QueryError(f"unexpected {type(unexpected).__name__}: {_short(unexpected)}")
+            error = PrometheusError(f"unexpected {type(unexpected).__name__}: {_short(unexpected)}")
         else:
             return QueryResult(
                 promql, time.perf_counter() - started, answer.values, answer.duplicates

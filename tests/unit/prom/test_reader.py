@@ -153,7 +153,10 @@ def test_an_answer_of_the_wrong_shape_fails_its_own_query_only(
     assert "memory" not in snapshot.errors
     assert snapshot.sample_time == {("ml", "llm-0"): 1.5}  # the freshness query still answered
     ml_pods = [("ml", "llm-0"), ("ml", "llm-1")]
-    assert isinstance(snapshot.problem_for(["custom"], ml_pods), UnexpectedAnswerError)
+    problem = snapshot.problem_for(["memory", "custom"], ml_pods)
+    assert problem is not None
+    assert problem[0] == "custom"
+    assert isinstance(problem[1], UnexpectedAnswerError)
     assert snapshot.problem_for(["memory"], ml_pods) is None
 
 
@@ -167,9 +170,12 @@ def test_several_series_for_one_pod_are_reported_and_give_that_pod_no_value(
     snapshot = asyncio.run(reader.snapshot({"memory": "doubled"}))
     assert "memory" not in snapshot.errors
     problem = snapshot.problem_for(["memory"], [("ml", "llm-0"), ("ml", "llm-1")])
-    assert isinstance(problem, DuplicateSeriesError)
-    assert "returned 2 series for pod ml/llm-0" in str(problem)
-    assert "max by (namespace, pod)" in str(problem)
+    assert problem is not None
+    label, error = problem
+    assert label == "memory"
+    assert isinstance(error, DuplicateSeriesError)
+    assert "returned 2 series for pod ml/llm-0" in str(error)
+    assert "max by (namespace, pod)" in str(error)
     # A deployment whose pods have one series each is not affected.
     assert snapshot.problem_for(["memory"], [("ml", "llm-1"), ("other", "x-0")]) is None
 
