@@ -104,7 +104,9 @@ class FleetController:
     def reconcile_children(self, body: dict[str, Any]) -> None:
         """Keep the owned objects in sync (``PolicyError``/``ValueError`` on a bad spec)."""
         spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
-        policy = inputs.resolve(self.registry, body, spec)
+        policy = inputs.resolve(
+            self.registry, body, spec, cycle_interval_s=self.settings.cycle_interval_s
+        )
         wanted = reconcile_children(self.kube, body, spec, policy, self.settings.agent_image)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         state = self.states.get(key)
@@ -173,7 +175,7 @@ class FleetController:
 
     async def run_cycle(self) -> FleetSnapshot | None:
         started = time.perf_counter()
-        contexts = inputs.contexts(self.registry)
+        contexts = inputs.contexts(self.registry, self.settings.cycle_interval_s)
         queries, snapshot = await self.prepare(contexts)
         if snapshot is not None:
             metrics.CYCLE_QUERIES.set(snapshot.queries)
