@@ -12,19 +12,22 @@ from typing import Any
 
 import kopf
 
+from infercycle import fleet_metrics as metrics
 from infercycle.api.resources import GROUP, VERSION, InferenceDeploymentSpec
 from infercycle.cycle.controller import FleetController
 from infercycle.cycle.state import DEPLOYMENT_LABEL
 from infercycle.kube import workload
+from infercycle.kube.lease import LeaseElector
 
 log = logging.getLogger("infercycle.handlers")
 INFD = (GROUP, VERSION, "inferencedeployments")
 RCP = (GROUP, VERSION, "recyclepolicies")
 
 
-def memo_for(controller: FleetController) -> kopf.Memo:
-    """What ``kopf.run(memo=...)`` hands every handler: the controller and its cycle task."""
-    return kopf.Memo(controller=controller, task=None)
+def memo_for(controller: FleetController, elector: LeaseElector | None = None) -> kopf.Memo:
+    """What ``kopf.run(memo=...)`` hands every handler: the controller, its cycle task and,
+    with several replicas, the leader election that says whether this one acts."""
+    return kopf.Memo(controller=controller, task=None, elector=elector, election=None)
 
 
 def _controller(memo: kopf.Memo) -> FleetController:
@@ -51,16 +54,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
     controller = _controller(memo)
+    elector = memo.get("elector")
+    if isinstance(elector, LeaseElector):
+        controller.may_act = elector.is_leader
+        elector.on_change = lambda leading: metrics.LEADER.set(1 if leading else 0)
+        metrics.LEADER.set(0)
+        memo["election"] = asyncio.create_task(elector.run(), name="infercycle-election")
+    else:
+        metrics.LEADER.set(1)
     memo["task"] = asyncio.create_task(_cycle_forever(controller), name="infercycle-cycle")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.pop("task", None)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for key in ("task", "election"):  # the cycle first: the Lease goes once nothing acts
+        task = memo.pop(key, None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _cycle_forever(controller: FleetController) -> None:

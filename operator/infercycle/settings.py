@@ -58,6 +58,12 @@ class OperatorSettings(BaseSettings):
         description="The operator's own namespace: the only one whose operator pods may reach "
         "the agents' port (the deployments' NetworkPolicies).",
     )
+    leader_election: bool = Field(
+        default=False,
+        description="Act only while holding the Lease infercycle-operator-leader in "
+        "operatorNamespace, so several replicas can run: the others evaluate and stand by. "
+        "Off for a single operator run by hand.",
+    )
     workload_network_policy: bool = Field(
         default=True,
         description="Give each InferenceDeployment a NetworkPolicy that admits the agent port "

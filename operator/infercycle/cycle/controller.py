@@ -98,6 +98,9 @@ class FleetController:
         self.executor = Executor(kube, connect, self.reporter, _read_pod, clock)
         self.last_cycle_at: float | None = None
         self._requests_reported = 0
+        # Whether this replica may act (hold the leader Lease). A standby still evaluates every
+        # deployment, so its engines are warm when it takes over, but writes and acts on none.
+        self.may_act: Callable[[], bool] = lambda: True
 
     # -- children and forgetting -------------------------------------------------------------
 
@@ -186,7 +189,10 @@ class FleetController:
         now = self.clock()
         for context in contexts:
             try:
-                await self._handle(context, snapshot, queries, now)
+                if self.may_act():
+                    await self._handle(context, snapshot, queries, now)
+                elif context.policy is not None:
+                    self.evaluate(context, snapshot, queries, now)  # keeps the engine warm
             except Exception:  # one deployment's trouble must not stop the others
                 log.exception("cycle failed for %s/%s", *context.key)
         live = {context.key for context in contexts}

@@ -271,9 +271,13 @@ def test_namespaced_roles_match_the_kustomize_component(helm: Path, kubectl: Pat
         assert sorted(o["metadata"]["name"] for o in by_kind(chart, kind)) == sorted(
             o["metadata"]["name"] for o in by_kind(plain, kind)
         ), kind
-    assert one(chart, "Role")["rules"] == one(plain, "Role")["rules"]
-    assert one(chart, "RoleBinding")["subjects"] == one(plain, "RoleBinding")["subjects"]
-    assert one(chart, "Role")["metadata"]["namespace"] == "ml-serving"
+    for name in ("infercycle-operator", "infercycle-operator-leader"):
+        assert one(chart, "Role", name)["rules"] == one(plain, "Role", name)["rules"]
+        assert (
+            one(chart, "RoleBinding", name)["subjects"]
+            == one(plain, "RoleBinding", name)["subjects"]
+        )
+    assert one(chart, "Role", "infercycle-operator")["metadata"]["namespace"] == "ml-serving"
 
 
 def test_network_policy_and_service_match_manifests(

@@ -49,6 +49,11 @@ WORKLOAD_PERMISSIONS = {
       for verb in ("get", "patch", "update")),
     ("infercycle.io", "inferencedeployments/finalizers", "update"),
 }  # fmt: skip
+# With leader election, in the operator's own namespace: its Lease (get/update by name only).
+LEASE_PERMISSIONS = {
+    ("coordination.k8s.io", "leases", verb) for verb in ("get", "update", "create")
+}
+LEASE_NAME = "infercycle-operator-leader"
 RESTRICTED_VOLUME_TYPES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
     "projected", "secret",
@@ -87,6 +92,8 @@ def test_namespaced_objects_live_in_the_operator_namespace(rendering: list[Manif
     for obj in rendering:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"], obj["metadata"]
+        elif obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"].endswith("-leader"):
+            assert obj["metadata"]["namespace"] == "infercycle-system", obj["metadata"]
         elif obj["kind"] in ("Role", "RoleBinding"):
             assert obj["metadata"]["namespace"] in watched, obj["metadata"]
         elif obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-dashboard"):
@@ -143,11 +150,26 @@ def test_containers_have_requests_and_limits(rendering: list[Manifest]) -> None:
             assert "memory" in resources.get("limits", {}), container["name"]
 
 
+def _leader_election(rendering: list[Manifest]) -> bool:
+    (container,) = one(rendering, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return _plain_env(container).get("INFERCYCLE_LEADER_ELECTION") == "true"
+
+
 def test_operator_deployment_shape(rendering: list[Manifest]) -> None:
     for deployment in by_kind(rendering, "Deployment"):
         spec = deployment["spec"]
-        assert spec["replicas"] == 1, "two operators would both recycle"
-        assert spec["strategy"] == {"type": "Recreate"}
+        if _leader_election(rendering):  # one acts, the other stands by; never none
+            assert spec["replicas"] == 2
+            assert spec["strategy"] == {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            }
+            (container,) = spec["template"]["spec"]["containers"]
+            pod_name = next(item for item in container["env"] if item["name"] == "POD_NAME")
+            assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        else:
+            assert spec["replicas"] == 1, "without leader election two would both recycle"
+            assert spec["strategy"] == {"type": "Recreate"}
         pod = spec["template"]["spec"]
         assert pod["automountServiceAccountToken"] is True
         (container,) = pod["containers"]
@@ -173,11 +195,12 @@ def test_operator_env_is_understood_by_the_operator(
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         names = [item["name"] for item in container["env"]]
         assert len(names) == len(set(names)), f"duplicate env: {names}"
-        assert set(names) <= known, f"not operator settings: {set(names) - known}"
+        # POD_NAME (downward API) names the replica in the leader Lease.
+        assert set(names) - {"POD_NAME"} <= known, f"not settings: {set(names) - known}"
         env = _plain_env(container)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        for name in {item["name"] for item in container["env"]} - set(env):
+        for name in {item["name"] for item in container["env"]} - set(env) - {"POD_NAME"}:
             monkeypatch.setenv(name, "from-a-secret")
         settings = OperatorSettings()
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
@@ -217,16 +240,25 @@ def test_the_operator_is_granted_exactly_the_reviewed_permissions(
 ) -> None:
     for deployment in by_kind(rendering, "Deployment"):
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        grants = granted(rendering, account, deployment["metadata"]["namespace"])
+        home = deployment["metadata"]["namespace"]
+        grants = granted(rendering, account, home)
         watched = _watched_namespaces(rendering)
-        if not watched:
-            assert grants == {None: CLUSTER_PERMISSIONS | WORKLOAD_PERMISSIONS}
-            continue
         # Listed namespaces: no cluster-wide right on pods, Secrets or workloads.
-        assert grants.pop(None) == CLUSTER_PERMISSIONS
-        assert set(grants) == watched
-        for namespace, permitted in grants.items():
-            assert permitted == WORKLOAD_PERMISSIONS, namespace
+        expected: dict[str | None, set[Any]] = {
+            None: CLUSTER_PERMISSIONS | (set() if watched else WORKLOAD_PERMISSIONS)
+        }
+        for namespace in watched:
+            expected[namespace] = set(WORKLOAD_PERMISSIONS)
+        if _leader_election(rendering):
+            expected[home] = expected.get(home, set()) | LEASE_PERMISSIONS
+        assert grants == expected
+
+
+def test_the_lease_can_be_read_and_renewed_only_by_its_name(rendering: list[Manifest]) -> None:
+    for role in by_kind(rendering, "Role"):
+        for rule in role["rules"]:
+            if "leases" in rule["resources"] and set(rule["verbs"]) & {"get", "update"}:
+                assert rule["resourceNames"] == [LEASE_NAME], rule
 
 
 def test_the_operator_deletes_nothing_touches_no_volume_claim_and_lists_no_secret(

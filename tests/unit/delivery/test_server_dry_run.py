@@ -21,6 +21,7 @@ import pytest
 from tests.fixtures.cluster import Cluster
 from tests.unit.delivery.support import (
     MANIFESTS,
+    NAMESPACE,
     NAMESPACED_OVERLAY,
     REPO,
     VALUES_FILES,
@@ -128,8 +129,8 @@ def _bind_for_test(
     cluster: Cluster, rendered: list[Manifest], namespace: str, watched: str | None = None
 ) -> tuple[str, list[Manifest]]:
     """The operator's roles and bindings of a rendering, renamed for this test only and bound
-    to an account in ``namespace``; Roles move to ``watched``. Returns the account's user name
-    and what was applied."""
+    to an account in ``namespace``; Roles of managed namespaces move to ``watched``, the leader
+    Lease's Role to ``namespace``. Returns the account's user name and what was applied."""
     suffix = secrets.token_hex(3)
     account = one(rendered, "ServiceAccount")
     objects: list[Manifest] = []
@@ -137,7 +138,9 @@ def _bind_for_test(
         ref = binding["roleRef"]
         role = one(rendered, ref["kind"], ref["name"])
         name = f"{ref['name']}-test-{suffix}"
-        scoped = {"namespace": watched} if binding["kind"] == "RoleBinding" else {}
+        home = binding["metadata"].get("namespace") == NAMESPACE  # the leader Lease's Role
+        where = namespace if home else watched
+        scoped = {"namespace": where} if binding["kind"] == "RoleBinding" else {}
         role["metadata"] = {"name": name, **scoped}
         binding["metadata"] = {"name": name, **scoped}
         binding["roleRef"]["name"] = name
@@ -241,5 +244,7 @@ def test_with_namespaces_listed_the_operator_has_rights_only_there(
             assert not _can(installed, account, verb, resource, "default"), resource
         assert _can(installed, account, "watch", "recyclepolicies.infercycle.io", "default")
         assert _can(installed, account, "list", "namespaces", "default")
+        assert _can(installed, account, "create", "leases.coordination.k8s.io", namespace)
+        assert not _can(installed, account, "create", "leases.coordination.k8s.io", "default")
     finally:
         _unbind(installed, objects)
