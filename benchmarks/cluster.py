@@ -193,8 +193,11 @@ class Progress:
 class Workload:
     """The benchmark's InferenceDeployments: names, manifests and how to read their state."""
 
-    def __init__(self, deployments: int, replicas: int, policy: str, warmup: str) -> None:
+    def __init__(
+        self, deployments: int, replicas: int, policy: str, warmup: str, cycle_interval: str
+    ) -> None:
         self.replicas = replicas
+        self.cycle_interval = cycle_interval
         # status.pods lists at most MAX_POD_SUMMARIES pods of a deployment.
         self.listed = deployments * min(replicas, MAX_POD_SUMMARIES)
         count = min(NAMESPACES, deployments)
@@ -210,7 +213,12 @@ class Workload:
     def manifests(self) -> list[dict[str, Any]]:
         items = []
         for namespace, name in self.keys:
-            manifest = deployment_manifest(name, namespace, replicas=self.replicas)
+            manifest = deployment_manifest(
+                name,
+                namespace,
+                replicas=self.replicas,
+                cycle_interval_s=parse_duration(self.cycle_interval),
+            )
             if self.policy == "builtin":
                 manifest["spec"]["health"] = {"warmup": self.warmup}
             items.append(manifest)
@@ -949,7 +957,10 @@ def main(argv: list[str] | None = None) -> int:
     parse_duration(args.cycle_interval)
     parse_duration(args.warmup)
     run = Run(
-        args=args, workload=Workload(args.deployments, args.replicas, args.policy, args.warmup)
+        args=args,
+        workload=Workload(
+            args.deployments, args.replicas, args.policy, args.warmup, args.cycle_interval
+        ),
     )
     signal.signal(signal.SIGTERM, on_sigterm)
     stack = contextlib.ExitStack()

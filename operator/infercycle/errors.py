@@ -9,7 +9,9 @@
     ├── KubeError                               a Kubernetes API call failed
     │   └── ConflictError                       the object changed since it was read (HTTP 409)
     ├── PrometheusError                         a query failed or answered something unusable
-    │   └── PrometheusUnreachable               no answer at all (refused, reset, timed out)
+    │   ├── PrometheusUnreachable               no answer at all (refused, reset)
+    │   └── QueryTimeoutError, QueryRejectedError, UnexpectedAnswerError, DuplicateSeriesError
+    │                                           one query's own failure (prom/reader.py)
     ├── AgentClientError                        a call from the operator to a pod's agent
     │   ├── AgentError                          the agent answered, with an error
     │   └── AgentUnavailable                    the agent could not be reached in time
@@ -75,7 +77,7 @@ class PrometheusError(InferCycleError):
 
 
 class PrometheusUnreachable(PrometheusError):  # noqa: N818 - the condition reason's own name
-    """Prometheus did not answer at all: connection refused or reset, or timed out."""
+    """Prometheus did not answer at all: connection refused or reset."""
 
 
 class AgentClientError(InferCycleError):

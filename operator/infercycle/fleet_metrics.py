@@ -51,3 +51,7 @@ OPERATION_AGE = Gauge(
 LAST_CYCLE = Gauge("infercycle_last_cycle_timestamp_seconds", "When the last cycle finished.")
 CYCLE_QUERIES = Gauge("infercycle_cycle_queries", "Prometheus queries issued by the last cycle.")
 API_REQUESTS = Counter("infercycle_kubernetes_requests_total", "Kubernetes API requests issued.")
+LEADER = Gauge(
+    "infercycle_leader",
+    "1 while this replica holds the leader Lease and acts; 0 on a standby (it only evaluates).",
+)

@@ -12,18 +12,22 @@ from typing import Any
 
 import kopf
 
-from infercycle.api.resources import GROUP, VERSION
+from infercycle import fleet_metrics as metrics
+from infercycle.api.resources import GROUP, VERSION, InferenceDeploymentSpec
 from infercycle.cycle.controller import FleetController
 from infercycle.cycle.state import DEPLOYMENT_LABEL
+from infercycle.kube import workload
+from infercycle.kube.lease import LeaseElector
 
 log = logging.getLogger("infercycle.handlers")
 INFD = (GROUP, VERSION, "inferencedeployments")
 RCP = (GROUP, VERSION, "recyclepolicies")
 
 
-def memo_for(controller: FleetController) -> kopf.Memo:
-    """What ``kopf.run(memo=...)`` hands every handler: the controller and its cycle task."""
-    return kopf.Memo(controller=controller, task=None)
+def memo_for(controller: FleetController, elector: LeaseElector | None = None) -> kopf.Memo:
+    """What ``kopf.run(memo=...)`` hands every handler: the controller, its cycle task and,
+    with several replicas, the leader election that says whether this one acts."""
+    return kopf.Memo(controller=controller, task=None, elector=elector, election=None)
 
 
 def _controller(memo: kopf.Memo) -> FleetController:
@@ -50,16 +54,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
     controller = _controller(memo)
+    elector = memo.get("elector")
+    if isinstance(elector, LeaseElector):
+        controller.may_act = elector.is_leader
+        elector.on_change = lambda leading: metrics.LEADER.set(1 if leading else 0)
+        metrics.LEADER.set(0)
+        memo["election"] = asyncio.create_task(elector.run(), name="infercycle-election")
+    else:
+        metrics.LEADER.set(1)
     memo["task"] = asyncio.create_task(_cycle_forever(controller), name="infercycle-cycle")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.pop("task", None)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for key in ("task", "election"):  # the cycle first: the Lease goes once nothing acts
+        task = memo.pop(key, None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _cycle_forever(controller: FleetController) -> None:
@@ -132,12 +145,28 @@ async def reconcile(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: 
         return
     try:
         await asyncio.to_thread(_controller(memo).reconcile_children, dict(body))
+        await asyncio.to_thread(_apply_agent_network_policy, _controller(memo), dict(body))
     except ValueError as error:  # invalid spec or policy: say so; retrying will not help
         kopf.warn(body, reason="PolicyInvalid", message=str(error))
         raise kopf.PermanentError(str(error)) from error
     except Exception as error:
         logger.warning("children of %s not reconciled yet: %s", body.metadata.name, error)
         raise kopf.TemporaryError(f"reconcile failed: {error}", delay=15) from error
+
+
+def _apply_agent_network_policy(controller: FleetController, body: dict[str, Any]) -> None:
+    """The agent port admits only the operator (see workload.agent_network_policy)."""
+    settings = controller.settings
+    spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+    if not settings.workload_network_policy or not workload.agent_enabled(spec):
+        return
+    metadata = body["metadata"]
+    controller.kube.apply(
+        workload.agent_network_policy(
+            metadata["name"], metadata["namespace"], metadata["uid"], spec,
+            settings.operator_namespace,
+        )
+    )  # fmt: skip
 
 
 @kopf.on.delete(*INFD)

@@ -25,7 +25,11 @@ change (every pod starts healthy)::
     {"t": 4500.0, "pod": "llm-0", "verdict": "degraded", "reasons": ["memory-leak: ..."]}
 
 POLICY is a RecyclePolicy, as a full resource or just its spec; without it the built-in policy
-applies. Malformed input stops the replay with a message naming the line (exit status 2).
+applies. Malformed input stops the replay with a message naming the line (exit status 2): a line
+longer than ``MAX_LINE_BYTES``, a number with too many digits, a negative value of a built-in
+signal (they are all amounts, never below zero). A trace none of whose signals a rule reads is
+malformed too (it could only ever give no verdicts); signals that no rule reads beside ones that
+are read give a warning on stderr.
 """
 
 from __future__ import annotations
@@ -36,21 +40,24 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 from pydantic import ValidationError
 
 from infercycle import errors
 from infercycle.api.resolver import PolicyError, resolve_policy
+from infercycle.api.servers import BUILTIN_SIGNALS
 from infercycle.api.spec import RecyclePolicySpec
 from infercycle.api.values import HealthPolicy
 from infercycle.health import ContainerRestarts, HealthEngine, PodKey
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+# One sample per line: even hundreds of signals stay far below this.
+MAX_LINE_BYTES = 1 << 20
 
 
 ReplayError = errors.TraceError
@@ -131,11 +138,23 @@ def _finite(value: object) -> bool:
         return False
 
 
+def bounded_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a stream, each read at most ``limit + 1`` bytes at a time, so that input
+    without line breaks (``/dev/zero``) is refused instead of filling memory."""
+    while line := stream.readline(limit + 1):
+        yield line
+
+
 def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]]:
     """Validated samples with their line numbers; raises :class:`ReplayError` at the first
     malformed line."""
     previous = -math.inf
     for number, line in enumerate(lines, start=1):
+        if len(line.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+            raise ReplayError(
+                f"{name}:{number}: line longer than {MAX_LINE_BYTES} bytes; a trace has one "
+                "sample per line"
+            )
         try:
             record = json.loads(line.decode())
         except json.JSONDecodeError as error:
@@ -147,6 +166,8 @@ def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]
             raise ReplayError(f"{name}:{number}: not UTF-8 text") from None
         except RecursionError:
             raise ReplayError(f"{name}:{number}: JSON nested too deeply") from None
+        except ValueError as error:  # an integer beyond the interpreter's digit limit
+            raise ReplayError(f"{name}:{number}: a number is too long to read: {error}") from None
         try:
             t = record["t"]
             pod = record["pod"]
@@ -154,7 +175,9 @@ def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]
         except (KeyError, TypeError):
             raise ReplayError(f"{name}:{number}: {_record_problem(record)}") from None
         if not (type(t) is float and t - t == 0.0) and not _finite(t):
-            raise ReplayError(f"{name}:{number}: field 't' must be a number of seconds, got {t!r}")
+            raise ReplayError(
+                f"{name}:{number}: field 't' must be a number of seconds, got {_short(t)}"
+            )
         if type(pod) is not str or not pod:
             raise ReplayError(
                 f"{name}:{number}: field 'pod' must be a non-empty string, got {pod!r}"
@@ -164,11 +187,17 @@ def read_trace(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, Sample]
                 f"{name}:{number}: field 'signals' must be an object, got {signals!r}"
             )
         for signal, value in signals.items():
-            if value is None or (type(value) is float and value - value == 0.0):
+            if value is None:
                 continue
-            if not _finite(value):
+            if not (type(value) is float and value - value == 0.0) and not _finite(value):
                 raise ReplayError(
-                    f"{name}:{number}: signal {signal!r} must be a number or null, got {value!r}"
+                    f"{name}:{number}: signal {signal!r} must be a number or null, got "
+                    f"{_short(value)}"
+                )
+            if signal in BUILTIN_SIGNALS and value < 0:
+                raise ReplayError(
+                    f"{name}:{number}: signal {signal!r} is {value}, but it is an amount "
+                    "(bytes, seconds, a rate or a ratio) and never below zero"
                 )
         if t < previous:
             raise ReplayError(f"{name}:{number}: time goes backwards: t={t} after t={previous}")
@@ -205,6 +234,11 @@ def _restarts(record: dict[str, Any], where: str) -> ContainerRestarts | None:
     return ContainerRestarts(count, reason, None if at is None else float(at))
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _record_problem(record: object) -> str:
     if not isinstance(record, dict):
         return "expected a JSON object with t, pod and signals"
@@ -212,9 +246,30 @@ def _record_problem(record: object) -> str:
     return f"missing field {missing!r}"
 
 
-def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]:
-    """The verdict changes of a trace, as output lines."""
+def unread_signals(seen: Iterable[str], policy: HealthPolicy, name: str) -> list[str]:
+    """The trace's signals no rule reads, sorted; ``ReplayError`` when that is all of them."""
+    seen = set(seen)
+    read = set(policy.signals)
+    unread = sorted(seen - read)
+    if seen and not seen & read:
+        raise ReplayError(
+            f"{name}: no rule reads any signal of the trace ({', '.join(unread)}); the rules "
+            f"read {', '.join(sorted(read))}. Rename the trace's signals or give a --policy "
+            "whose rules read them"
+        )
+    return unread
+
+
+def replay(
+    trace: Iterable[bytes],
+    name: str,
+    policy: HealthPolicy,
+    warn: Callable[[str], None] | None = None,
+) -> list[str]:
+    """The verdict changes of a trace, as output lines; ``warn`` (a callable taking a text)
+    hears of signals no rule reads."""
     engine = HealthEngine(policy)
+    seen: set[str] = set()
     output: list[str] = []
     started: dict[str, float] = {}
     keys: dict[str, PodKey] = {}
@@ -249,12 +304,19 @@ def replay(trace: Iterable[bytes], name: str, policy: HealthPolicy) -> list[str]
             cycle_t = t
         if pod in cycle:
             raise ReplayError(f"{name}:{number}: pod {pod!r} appears twice at t={t}")
+        seen.update(signals)
         if pod not in keys:
             keys[pod] = PodKey(pod, pod)
             started[pod] = t
         cycle[pod] = (signals, restarts)
     if cycle:
         run_cycle()
+    unread = unread_signals(seen, policy, name)
+    if unread and warn is not None:
+        warn(
+            f"{name}: no rule reads {', '.join(unread)}; those samples were ignored "
+            "(a misspelt signal, or a rule missing from the policy?)"
+        )
     return output
 
 
@@ -292,8 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         policy = load_policy(args.policy) if args.policy else resolve_policy().health
+
+        def warn(text: str) -> None:
+            print(f"infercycle replay: warning: {text}", file=sys.stderr)
+
         if args.trace == "-":
-            lines = replay(sys.stdin.buffer, "<stdin>", policy)
+            lines = replay(bounded_lines(sys.stdin.buffer), "<stdin>", policy, warn)
         else:
             try:
                 trace = Path(args.trace).open("rb")  # noqa: SIM115 - closed below
@@ -302,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as error:
                 raise ReplayError(f"{args.trace}: cannot read the trace: {error}") from None
             with trace:
-                lines = replay(trace, args.trace, policy)
+                lines = replay(bounded_lines(trace), args.trace, policy, warn)
         _write(lines, args.output)
     except ReplayError as error:
         print(f"infercycle replay: error: {error}", file=sys.stderr)

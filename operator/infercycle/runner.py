@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from infercycle.settings import OperatorSettings
+
+LEASE_NAME = "infercycle-operator-leader"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,11 +86,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     kube = KubeApi(load_config(args.kubeconfig))
     controller = FleetController(settings, kube, reader)
+    elector = None
+    if settings.leader_election:
+        from infercycle.kube.lease import LeaseElector  # noqa: PLC0415
+
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        elector = LeaseElector(
+            kube.client, settings.operator_namespace, LEASE_NAME, identity=identity
+        )
     start_http_server(settings.metrics_port)
+    # With namespaces listed, kopf watches only those (cluster-scoped resources stay
+    # cluster-wide), so a Role in each of them is all the operator needs there.
     kopf.run(
-        memo=handlers.memo_for(controller),
+        memo=handlers.memo_for(controller, elector),
         standalone=True,
-        clusterwide=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
     )
     return 0

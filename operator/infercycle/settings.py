@@ -53,6 +53,22 @@ class OperatorSettings(BaseSettings):
         description="Image of the recycle agent sidecar (the operator's own image).",
     )
     agent_timeout: str = Field(default="30s", description="Timeout of one call to an agent.")
+    operator_namespace: str = Field(
+        default="infercycle-system",
+        description="The operator's own namespace: the only one whose operator pods may reach "
+        "the agents' port (the deployments' NetworkPolicies).",
+    )
+    leader_election: bool = Field(
+        default=False,
+        description="Act only while holding the Lease infercycle-operator-leader in "
+        "operatorNamespace, so several replicas can run: the others evaluate and stand by. "
+        "Off for a single operator run by hand.",
+    )
+    workload_network_policy: bool = Field(
+        default=True,
+        description="Give each InferenceDeployment a NetworkPolicy that admits the agent port "
+        "only from the operator and keeps the template's declared ports open.",
+    )
     log_format: str = Field(default="json", description="json or text.")
 
     @field_validator("namespaces", mode="before")

@@ -6,24 +6,31 @@ from __future__ import annotations
 from typing import Any
 
 from infercycle.api.defaults import DEFAULT_RULES
-from infercycle.api.values import RuleKind
+from infercycle.api.units import format_duration
+from infercycle.api.values import MIN_SAMPLES, RuleKind
 
 SIM_AGE_OFFSET = "600"  # simulated pods start ten minutes old: past their model-loading ramp
 
 
-def fast_health() -> dict[str, Any]:
+def fast_health(cycle_interval_s: float = 2.0) -> dict[str, Any]:
     """Every built-in rule, with windows short enough for a test and leak levels set for the
-    simulator's compressed clock (a healthy pod's settling growth stays far below them)."""
+    simulator's compressed clock (a healthy pod's settling growth stays far below them).
+
+    Windows are never shorter than the operator's policy check allows: three cycles."""
+
+    def window(seconds: float) -> str:
+        return format_duration(max(seconds, MIN_SAMPLES * cycle_interval_s))
+
     rules = []
     for rule in DEFAULT_RULES:
-        override: dict[str, Any] = {"name": rule.name, "window": "20s"}
+        override: dict[str, Any] = {"name": rule.name, "window": window(20)}
         if rule.kind == RuleKind.GROWTH:
             # Enough samples per fit bucket that a few seconds' spike cannot tilt the slope.
-            override.update(threshold="50Gi", clear="10Gi", window="60s", sustain="10s")
+            override.update(threshold="50Gi", clear="10Gi", window=window(60), sustain="10s")
             if rule.time_to_limit is not None:
                 override["timeToLimit"] = "1m"
         if rule.kind == RuleKind.BASELINE:
-            override["baselineWindow"] = "10s"
+            override["baselineWindow"] = window(10)
         rules.append(override)
     return {"warmup": "10s", "staleAfter": "20s", "rules": rules}
 
@@ -35,12 +42,13 @@ def deployment_manifest(
     replicas: int = 8,
     scenario: str = "healthy",
     extra_spec: dict[str, Any] | None = None,
+    cycle_interval_s: float = 2.0,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "replicas": replicas,
         "restartStrategy": "Recreate",
         "agent": {"enabled": False},
-        "health": fast_health(),
+        "health": fast_health(cycle_interval_s),
         "disruption": {
             "maxUnavailable": 1,
             "minAvailable": replicas - 2,

@@ -74,6 +74,27 @@ def test_valid_deployment_and_policy_are_accepted(installed: Cluster, namespace:
             {"health": {"rules": [{"name": "r", "kind": "outlier", "threshold": "0.5"}]}},
             "ratios above 1",
         ),
+        (
+            {"health": {"rules": [{"name": "memory-leak", "threshold": "-1Mi"}]}},
+            "threshold must not be negative",
+        ),
+        (
+            {"health": {"rules": [{"name": "memory-leak", "clear": "-1"}]}},
+            "clear must not be negative",
+        ),
+        (
+            {"health": {"rules": [{"name": "memory-leak", "limit": "-1Gi"}]}},
+            "limit must not be negative",
+        ),
+        (
+            {"health": {"rules": [{"name": "memory-leak", "window": "0s"}]}},
+            "window must be longer than 0s",
+        ),
+        (
+            {"health": {"rules": [{"name": "latency-creep", "baselineWindow": "0ms"}]}},
+            "baselineWindow must be longer than 0s",
+        ),
+        ({"disruption": {"maxRecyclesPerHour": 21}}, "less than or equal to 20"),
         ({"health": {"warmup": "ten minutes"}}, "spec.health.warmup"),
         ({"template": {"spec": {"containers": []}}}, "template.spec.containers must list"),
         ({"restartStrategy": "Reboot"}, "spec.restartStrategy"),

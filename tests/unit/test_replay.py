@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from infercycle.api.resolver import resolve_policy
-from infercycle.replay import main
+from infercycle.replay import MAX_LINE_BYTES, bounded_lines, main
 from tests.tracegen import make_fleet, run_fleet, write_trace
 
 HOURS = 2.5
@@ -150,6 +150,20 @@ GOOD = '{"t": 0, "pod": "a", "signals": {"cpu": 1.0}}'
         (["[1, 2]"], ":1: expected a JSON object"),
         ([GOOD.replace("0", "30", 1), GOOD], ":2: time goes backwards: t=0 after t=30"),
         ([GOOD, GOOD], ":2: pod 'a' appears twice at t=0"),
+        (
+            ['{"t": 0, "pod": "a", "signals": {"memory": -1048576}}'],
+            ":1: signal 'memory' is -1048576, but it is an amount",
+        ),
+        (
+            ['{"t": 0, "pod": "a", "signals": {"cpu": -0.5}}'],
+            ":1: signal 'cpu' is -0.5, but it is an amount",
+        ),
+        (['{"t": 0, "pod": "a", "signals": {"cpu": 1' + "9" * 5000 + "}}"], ":1: a number is too"),
+        (['{"t": 1' + "0" * 5000 + ', "pod": "a", "signals": {}}'], ":1: a number is too long"),
+        (
+            ['{"t": 0, "pod": "a", "signals": {"memroy": 1.0, "latnecy": 2.0}}'],
+            "no rule reads any signal of the trace (latnecy, memroy)",
+        ),
     ],
 )
 def test_malformed_traces_name_the_line(
@@ -315,3 +329,55 @@ def test_help_documents_the_optional_trace_fields(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     for name in ("restarts", "last_terminated_reason", "last_terminated_at"):
         assert name in out
+
+
+def test_a_custom_signal_may_be_negative(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "custom.jsonl"
+    path.write_text('{"t": 0, "pod": "a", "signals": {"cpu": 1.0, "score": -3.5}}\n')
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "health": {
+                    "queries": {"score": "score_metric"},
+                    "rules": [
+                        {
+                            "name": "score-low",
+                            "signal": "score",
+                            "kind": "below",
+                            "threshold": "0",
+                            "window": "5m",
+                        }
+                    ],
+                }
+            }
+        )
+    )
+    code, _, stderr = replay_in_process(capsys, path, "--policy", policy)
+    assert code == 0, stderr
+
+
+def test_signals_no_rule_reads_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "misspelt.jsonl"
+    path.write_text('{"t": 0, "pod": "a", "signals": {"cpu": 1.0, "memroy": 5.0}}\n')
+    code, _, stderr = replay_in_process(capsys, path)
+    assert code == 0
+    assert "warning:" in stderr
+    assert "no rule reads memroy" in stderr
+
+
+def test_a_line_without_end_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """As ``/dev/zero`` would be: bytes and no line break (here 3 MiB of them)."""
+    path = tmp_path / "endless.jsonl"
+    path.write_bytes(b"0" * (3 << 20))
+    result = replay(path)
+    assert result.returncode == 2
+    assert f"{path}:1: line longer than {1 << 20} bytes" in result.stderr
+    assert "Traceback" not in result.stderr
+    with Path("/dev/zero").open("rb") as endless:
+        first = next(bounded_lines(endless))
+        assert len(first) == MAX_LINE_BYTES + 1  # read no further than the limit

@@ -71,3 +71,54 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "prometheus.auth: tokenKey, usernameKey and passwordKey name keys of a Secret; set prometheus.auth.secretName too" }}
 {{- end }}
 {{- end }}
+
+{{/* The operator's rules in the namespaces it manages (a ClusterRole, or a Role in each). */}}
+{{- define "infercycle.workloadRules" -}}
+# Watch serving pods; drain and undrain them by flipping the serving label.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, patch]
+# Recreate restarts go through the Eviction API, so PodDisruptionBudgets are respected.
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
+# Owned children, written by server-side apply (patch; create when absent). Never read, never
+# deleted: the garbage collector removes them with their owner. Session volume claims come from
+# the StatefulSet's volumeClaimTemplates, so the operator needs no rights on them.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, patch]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, patch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, patch]
+# The agent token Secret of each deployment: read by name, created once. No list or watch, so
+# no Secret can be found without knowing its name; the names (<deployment>-agent-token) are
+# not known at install time, so resourceNames cannot narrow it further, and create is never
+# narrowed by name (the name is not part of a create request's URL).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
+# Every recycle step is an Event; kopf posts its own through both APIs.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+# The resources themselves: finalizer and bookkeeping annotations on the object, status.
+- apiGroups: [infercycle.io]
+  resources: [inferencedeployments]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [infercycle.io]
+  resources: [inferencedeployments/status]
+  verbs: [get, patch, update]
+- apiGroups: [infercycle.io]
+  resources: [inferencedeployments/finalizers]
+  verbs: [update]
+{{- end }}

@@ -8,6 +8,10 @@
 Every call raises ``AgentError`` when the agent answers with an error (``code``, ``message``,
 ``http_status``) and ``AgentUnavailable`` when it cannot be reached in time. A restart waits for
 the server's grace period, so its timeout must be longer than ``--grace-period``.
+
+The agent runs an image the deployment's owner chooses, so its answers are not trusted: each call
+is bounded in time (the timeout covers connecting, waiting and reading) and in size
+(``MAX_RESPONSE_BYTES``; a longer answer is refused without being read).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 _M = TypeVar("_M", bound=WireModel)
+# The largest answer read from an agent: its JSON documents are a few kilobytes.
+MAX_RESPONSE_BYTES = 1 << 20
 
 
 AgentClientError = errors.AgentClientError
@@ -110,7 +116,7 @@ class AgentClient:
                 session.request(method, url, headers=headers) as response,
             ):
                 status = response.status
-                body = await response.read()
+                body = await _read_bounded(response, MAX_RESPONSE_BYTES)
         except TimeoutError as error:
             msg = f"{method} {url} got no answer within {self._timeout:g}s"
             raise AgentUnavailable(msg) from error
@@ -126,6 +132,22 @@ class AgentClient:
         except ValidationError as error:
             msg = f"{method} {url} answered with a body that is not a {model.__name__}: {error}"
             raise AgentError("invalid_response", msg, status) from error
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        msg = f"the agent's answer declares {declared} bytes, more than the {limit} allowed"
+        raise AgentError("response_too_large", msg, response.status)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 << 10):
+        size += len(chunk)
+        if size > limit:
+            msg = f"the agent's answer is longer than the {limit} bytes allowed"
+            raise AgentError("response_too_large", msg, response.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error_from(body: bytes, status: int) -> AgentError:

@@ -42,6 +42,8 @@ class AgentConfig:
     snapshot_attempts: int = 5
     log_level: str = "INFO"
     pause_before_commit: float = 0.0
+    state_dir: Path | None = None
+    idle_timeout: float = 30.0
 
     @property
     def source(self) -> StateSource:
@@ -170,6 +172,18 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     option("--poll-interval", "0.25", "seconds between looks for the server process", _seconds)
     option("--snapshot-attempts", "5", "copies of a changing session dir to try", _positive_int)
     option("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    option(
+        "--state-dir",
+        None,
+        "a directory off the checkpoint volume (the pod's emptyDir) where the agent also records "
+        "its last restore, so a full or read-only volume cannot make it restore twice",
+    )
+    option(
+        "--idle-timeout",
+        "30",
+        "seconds a connection may stay open without a complete request (idle or slow clients)",
+        _seconds,
+    )
     return parser
 
 
@@ -233,4 +247,6 @@ def parse_config(
         snapshot_attempts=args.snapshot_attempts,
         log_level=str(args.log_level).upper(),
         pause_before_commit=pause_before_commit,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        idle_timeout=args.idle_timeout,
     )

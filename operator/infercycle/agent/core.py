@@ -188,7 +188,9 @@ class Agent:
                     }
                 },
             )
-        latest = await asyncio.to_thread(self._store.latest_manifest)
+        # Verified in full: a newest checkpoint whose files were damaged is not reported as the
+        # last one (a restore would skip it too).
+        latest = await asyncio.to_thread(self._store.newest_verified_manifest)
         self._last_checkpoint = latest.summary() if latest is not None else None
         self._memo = await asyncio.to_thread(self._read_memo)
 
@@ -367,6 +369,8 @@ class Agent:
                 process,
             )
             raise _error_from(error) from error
+        if skipped or self._last_checkpoint is None:
+            self._last_checkpoint = manifest.summary()  # the newer ones failed verification
         if self._session_dir is not None:
             self._spawn(self._housekeeping(self._store.remove_previous_sessions, self._session_dir))
         return await self._record(
@@ -400,30 +404,45 @@ class Agent:
         fields = result.to_wire()
         fields["detail"] = fields.pop("message")
         log.log(level, f"restore {result.result}", extra={"fields": fields})
-        try:
-            await asyncio.to_thread(self._write_memo, memo)
-        except OSError as error:
-            log.warning(
-                "could not remember the restore on the volume",
-                extra={"fields": {"error": str(error)}},
-            )
+        await asyncio.to_thread(self._write_memo, memo)
         return result
 
+    def _memo_paths(self) -> list[Path]:
+        """Where the last restore is recorded: the volume, and the state dir when there is one
+        (off the volume, so a full or read-only volume cannot lose the record)."""
+        paths = [self._config.checkpoint_dir / RESTORE_MEMO]
+        if self._config.state_dir is not None:
+            paths.append(self._config.state_dir / RESTORE_MEMO)
+        return paths
+
     def _read_memo(self) -> RestoreMemo | None:
-        try:
-            raw = (self._config.checkpoint_dir / RESTORE_MEMO).read_bytes()
-            return RestoreMemo.model_validate_json(raw)
-        except (OSError, ValueError):
-            return None
+        """The newest record of the places it is kept."""
+        found: list[RestoreMemo] = []
+        for path in self._memo_paths():
+            try:
+                found.append(RestoreMemo.model_validate_json(path.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return max(found, key=lambda memo: memo.result.at, default=None)
 
     def _write_memo(self, memo: RestoreMemo) -> None:
-        path = self._config.checkpoint_dir / RESTORE_MEMO
-        temporary = path.with_name(f"{RESTORE_MEMO}.tmp")
-        with temporary.open("wb") as handle:
-            handle.write(memo.model_dump_json(by_alias=True).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
+        failures: dict[str, str] = {}
+        for path in self._memo_paths():
+            try:
+                _write_atomically(path, memo.model_dump_json(by_alias=True).encode())
+            except OSError as error:
+                failures[str(path)] = str(error)
+        if not failures:
+            return
+        kept = len(failures) < len(self._memo_paths())
+        log.log(
+            logging.WARNING if kept else logging.ERROR,
+            "could not record the restore in every place"
+            if kept
+            else "could not record the restore anywhere: a restarted agent may restore again; "
+            "free the volume or give the agent a writable --state-dir",
+            extra={"fields": {"failures": failures}},
+        )
 
     def _already_restored(self, process: ProcessInfo) -> bool:
         memo = self._memo
@@ -628,6 +647,16 @@ def _restored_message(
         passed = "; ".join(f"{item.checkpoint_id}: {item.reason}" for item in skipped)
         message += f"; skipped newer checkpoints that failed verification: {passed}"
     return message
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
 
 
 def _is_missing_or_empty(path: Path) -> bool:

@@ -92,8 +92,10 @@ def _authenticate(tokens: TokenSource | None) -> Middleware:
             return await handler(request)
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         expected = tokens.current()
+        # A header that is not UTF-8 arrives with surrogate escapes: compared as the bytes it
+        # was, it simply does not match.
         if scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), expected.encode()
+            presented.strip().encode("utf-8", "surrogateescape"), expected.encode()
         ):
             return await handler(request)
         reason = "carries no bearer token" if not presented else "carries a wrong token"
@@ -237,6 +239,9 @@ async def serve(config: AgentConfig, tokens: TokenSource | None) -> int:
             access_log_class=_AccessLogger,
             access_log=logging.getLogger("infercycle.agent.access"),
             handle_signals=False,
+            # A connection without a complete request (idle keep-alive, or headers trickling
+            # in) is closed after this long; a request being answered is never cut short.
+            keepalive_timeout=config.idle_timeout,
         )
         await runner.setup()
         try:

@@ -45,8 +45,9 @@ HOOK_ENTRY = "sessions.json"
 PACK_NAME = "files.pack"
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
-_CHECKPOINT_NAME = re.compile(r"^(\d{8})-\d{8}T\d{6}Z$")
-_TEMP_NAME = re.compile(r"^\.tmp-(\d{8})-[0-9a-f]+$")
+# The sequence is zero-padded to 8 digits and grows past them; ids order by its value.
+_CHECKPOINT_NAME = re.compile(r"^(\d{8,})-\d{8}T\d{6}Z$")
+_TEMP_NAME = re.compile(r"^\.tmp-(\d{8,})-[0-9a-f]+$")
 _CHUNK = 1 << 20
 FSYNC_EACH_FILE_UP_TO = 32
 _MAX_MANIFEST_BYTES = 64 << 20
@@ -391,8 +392,12 @@ class CheckpointStore:
 
     def list_ids(self) -> list[str]:
         """Checkpoint ids, newest first."""
-        names = [name for name in _list_names(self.root) if _CHECKPOINT_NAME.match(name)]
-        return sorted(names, reverse=True)
+        numbered = [
+            (int(match.group(1)), name)
+            for name in _list_names(self.root)
+            if (match := _CHECKPOINT_NAME.match(name))
+        ]
+        return [name for _, name in sorted(numbered, reverse=True)]
 
     def prune(self) -> list[str]:
         """Retire all but the newest ``keep`` checkpoints; the ids retired.
@@ -444,6 +449,14 @@ class CheckpointStore:
             with suppress(CorruptCheckpointError):
                 return self.read_manifest(checkpoint_id)
         return None
+
+    def newest_verified_manifest(self) -> Manifest | None:
+        """The newest checkpoint that passes full verification, file checksums included."""
+        try:
+            manifest, _ = self._first_valid(self.verify)
+        except NoValidCheckpointError:
+            return None
+        return manifest
 
     # Reading
 

@@ -22,8 +22,15 @@ from infercycle.api.spec import (
     SignalRuleSpec,
     is_signal_name,
 )
-from infercycle.api.units import camel, parse_duration, parse_int_or_percent, parse_quantity
+from infercycle.api.units import (
+    camel,
+    format_duration,
+    parse_duration,
+    parse_int_or_percent,
+    parse_quantity,
+)
 from infercycle.api.values import (
+    MIN_SAMPLES,
     RESTART_SIGNALS,
     DisruptionPolicy,
     EffectivePolicy,
@@ -92,7 +99,9 @@ def merge_policy_specs(*layers: RecyclePolicySpec | None) -> RecyclePolicySpec:
     return result
 
 
-def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
+def _resolve_rule(
+    spec: SignalRuleSpec, known_signals: set[str], cycle_interval_s: float | None = None
+) -> Rule | None:
     where = f"health.rules[{spec.name}]"
     if spec.enabled is False:
         return None
@@ -120,6 +129,8 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
     kind = RuleKind(spec.kind)
     threshold = parse_quantity(spec.threshold)
     clear = parse_quantity(spec.clear) if spec.clear is not None else threshold
+    _check_levels(spec, where)
+    _check_windows(spec, where, cycle_interval_s)
     if not breaches_upward(kind) and clear < threshold:
         msg = (
             f"{where}.clear: {spec.clear} must be at or above the threshold "
@@ -187,17 +198,69 @@ def _resolve_rule(spec: SignalRuleSpec, known_signals: set[str]) -> Rule | None:
     )
 
 
+def _check_levels(spec: SignalRuleSpec, where: str) -> None:
+    levels = {"threshold": spec.threshold, "clear": spec.clear}
+    if spec.limit is not None and not is_signal_name(spec.limit):
+        levels["limit"] = spec.limit
+    for name, text in levels.items():
+        if text is not None and parse_quantity(text) < 0:
+            msg = (
+                f"{where}.{name}: {text} is negative; signals are never below zero, so every "
+                'pod would breach it. Write a level such as "512Mi" or "0.9"'
+            )
+            raise PolicyError(msg)
+
+
+def _check_windows(spec: SignalRuleSpec, where: str, cycle_interval_s: float | None) -> None:
+    """Every window a rule judges must be able to hold ``MIN_SAMPLES`` samples."""
+    windows = {
+        "window": spec.window,
+        "baselineWindow": spec.baseline_window,
+        "timeToLimit": spec.time_to_limit,
+    }
+    for name, text in windows.items():
+        if text is None:
+            continue
+        seconds = parse_duration(text)
+        if seconds <= 0:
+            msg = (
+                f"{where}.{name}: {text} is empty, so the rule would never breach; "
+                'write a duration such as "5m"'
+            )
+            raise PolicyError(msg)
+        shortest = MIN_SAMPLES * (cycle_interval_s or 0.0)
+        if name != "timeToLimit" and seconds < shortest:
+            msg = (
+                f"{where}.{name}: {text} is shorter than {MIN_SAMPLES} evaluation cycles "
+                f"({format_duration(shortest)} at the operator's "
+                f"{format_duration(cycle_interval_s or 0.0)} cycle interval), so it can never "
+                f"hold the {MIN_SAMPLES} samples a rule needs and the rule would never breach; "
+                f"make it at least {format_duration(shortest)} or shorten the cycle interval"
+            )
+            raise PolicyError(msg)
+
+
 def resolve_policy(
-    *layers: RecyclePolicySpec | None, sources: tuple[str, ...] = ()
+    *layers: RecyclePolicySpec | None,
+    sources: tuple[str, ...] = (),
+    cycle_interval_s: float | None = None,
 ) -> EffectivePolicy:
-    """Merge the layers over the built-in defaults and resolve every string to a number."""
+    """Merge the layers over the built-in defaults and resolve every string to a number.
+
+    With ``cycle_interval_s`` (the operator's, or a replayed trace's step), a window too short
+    to hold ``MIN_SAMPLES`` samples is refused instead of silently never breaching.
+    """
     spec = merge_policy_specs(DEFAULT_POLICY_SPEC, *layers)
     health = spec.health or HealthSpec()
     profile = profile_for(spec.server)
     own_queries = dict(health.queries or {})
     queries = {**profile.queries, **own_queries}
     known = set(BUILTIN_SIGNALS) | set(queries) | RESTART_SIGNALS
-    wanted = [rule for rule in (_resolve_rule(r, known) for r in health.rules or ()) if rule]
+    wanted = [
+        rule
+        for rule in (_resolve_rule(r, known, cycle_interval_s) for r in health.rules or ())
+        if rule
+    ]
     switched_off = switched_off_rules(wanted, queries, profile)
     off = {entry.rule for entry in switched_off}
     rules = tuple(rule for rule in wanted if rule.name not in off)

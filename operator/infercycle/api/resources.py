@@ -17,12 +17,14 @@ from infercycle.api.spec import (
     RecycleSpec,
 )
 from infercycle.api.units import Duration, Quantity
+from infercycle.api.values import MAX_RECYCLES_PER_HOUR
 
 GROUP = "infercycle.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 MAX_POD_SUMMARIES = 64
-MAX_HISTORY = 20
+# Every recycle allowed in an hour must fit: the per-hour budget is counted from it.
+MAX_HISTORY = MAX_RECYCLES_PER_HOUR
 MAX_REASONS = 8
 
 CEL_RULE_CHECKS: list[dict[str, str]] = [
@@ -44,6 +46,27 @@ CEL_RULE_CHECKS: list[dict[str, str]] = [
         "fieldPath": ".threshold",
         "reason": "FieldValueInvalid",
     },
+    *(
+        {
+            "rule": f"!has(self.{field}) || !isQuantity(self.{field}) || "
+            f"quantity(self.{field}).compareTo(quantity('0')) >= 0",
+            "message": f"{field} must not be negative: signals are never below zero, so a "
+            f'negative level condemns every pod; write a level such as "512Mi" or "0.9"',
+            "fieldPath": f".{field}",
+            "reason": "FieldValueInvalid",
+        }
+        for field in ("threshold", "clear", "limit")
+    ),
+    *(
+        {
+            "rule": f"!has(self.{field}) || duration(self.{field}) > duration('0s')",
+            "message": f"{field} must be longer than 0s: a rule judges the samples in it, and an "
+            'empty one never breaches; write a duration such as "5m"',
+            "fieldPath": f".{field}",
+            "reason": "FieldValueInvalid",
+        }
+        for field in ("window", "baselineWindow", "timeToLimit")
+    ),
 ]
 
 

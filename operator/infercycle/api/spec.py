@@ -23,7 +23,7 @@ from infercycle.api.units import (
     parse_int_or_percent,
     parse_quantity,
 )
-from infercycle.api.values import RuleKind
+from infercycle.api.values import MAX_RECYCLES_PER_HOUR, RuleKind
 
 SIGNAL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 RULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -246,7 +246,14 @@ class DisruptionSpec(ApiModel):
     ] = None
     max_recycles_per_hour: Annotated[
         int | None,
-        Field(default=None, ge=0, le=1000, description="Recycles per deployment per hour."),
+        Field(
+            default=None,
+            ge=0,
+            le=MAX_RECYCLES_PER_HOUR,
+            description="Recycles per deployment per hour. At most "
+            f"{MAX_RECYCLES_PER_HOUR}: the budget is counted from status.history, which keeps "
+            f"the last {MAX_RECYCLES_PER_HOUR} recycles.",
+        ),
     ] = None
     max_degraded_percent: Annotated[
         int | None,

@@ -13,6 +13,15 @@ from enum import StrEnum
 from infercycle.api.display import format_value
 from infercycle.api.units import format_duration, parse_int_or_percent
 
+# A rule judges a window only when it holds at least this many samples, one per evaluation
+# cycle: a window shorter than this many cycles could never breach.
+MIN_SAMPLES = 3
+
+
+# The per-hour budget is counted from status.history, which keeps this many records; a larger
+# budget could never be reached, so it is the largest one a policy may set.
+MAX_RECYCLES_PER_HOUR = 20
+
 
 class RuleKind(StrEnum):
     """How a rule judges a signal."""

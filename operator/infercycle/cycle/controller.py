@@ -98,13 +98,18 @@ class FleetController:
         self.executor = Executor(kube, connect, self.reporter, _read_pod, clock)
         self.last_cycle_at: float | None = None
         self._requests_reported = 0
+        # Whether this replica may act (hold the leader Lease). A standby still evaluates every
+        # deployment, so its engines are warm when it takes over, but writes and acts on none.
+        self.may_act: Callable[[], bool] = lambda: True
 
     # -- children and forgetting -------------------------------------------------------------
 
     def reconcile_children(self, body: dict[str, Any]) -> None:
         """Keep the owned objects in sync (``PolicyError``/``ValueError`` on a bad spec)."""
         spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
-        policy = inputs.resolve(self.registry, body, spec)
+        policy = inputs.resolve(
+            self.registry, body, spec, cycle_interval_s=self.settings.cycle_interval_s
+        )
         wanted = reconcile_children(self.kube, body, spec, policy, self.settings.agent_image)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         state = self.states.get(key)
@@ -173,7 +178,7 @@ class FleetController:
 
     async def run_cycle(self) -> FleetSnapshot | None:
         started = time.perf_counter()
-        contexts = inputs.contexts(self.registry)
+        contexts = inputs.contexts(self.registry, self.settings.cycle_interval_s)
         queries, snapshot = await self.prepare(contexts)
         if snapshot is not None:
             metrics.CYCLE_QUERIES.set(snapshot.queries)
@@ -184,7 +189,10 @@ class FleetController:
         now = self.clock()
         for context in contexts:
             try:
-                await self._handle(context, snapshot, queries, now)
+                if self.may_act():
+                    await self._handle(context, snapshot, queries, now)
+                elif context.policy is not None:
+                    self.evaluate(context, snapshot, queries, now)  # keeps the engine warm
             except Exception:  # one deployment's trouble must not stop the others
                 log.exception("cycle failed for %s/%s", *context.key)
         live = {context.key for context in contexts}

@@ -123,11 +123,13 @@ def evaluate(  # noqa: PLR0917 - the cycle's inputs, each distinct
     for signal in health.signals:
         query = queries.find(signal, health.queries.get(signal, ""))
         labels[signal] = query.label if query is not None else signal
-    for signal, label in labels.items():
-        if label in snapshot.errors:
-            return without(
-                "PrometheusError", f"query for {signal} failed: {snapshot.errors[label]}"
-            )
+    problem = snapshot.problem_for(
+        labels.values(), [(namespace, pod.name) for pod in running]
+    )  # a failed query, or several series for a pod of this deployment
+    if problem is not None:
+        failed, cause = problem
+        signal = next(signal for signal, label in labels.items() if label == failed)
+        return without("PrometheusError", f"query for {signal} failed: {cause}")
     sample_times = [
         snapshot.sample_time[(namespace, pod.name)]
         for pod in running

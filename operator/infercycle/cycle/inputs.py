@@ -52,8 +52,12 @@ def resolve(
     body: dict[str, Any],
     spec: InferenceDeploymentSpec,
     policies: dict[str, RecyclePolicySpec] | None = None,
+    cycle_interval_s: float | None = None,
 ) -> EffectivePolicy:
-    """The deployment's effective policy; ``PolicyError`` names what is wrong and the fix."""
+    """The deployment's effective policy; ``PolicyError`` names what is wrong and the fix.
+
+    With the operator's ``cycle_interval_s``, rule windows too short for it are refused.
+    """
     metadata = body["metadata"]
     choice = choose_policy(
         policy_ref=spec.policy_ref.name if spec.policy_ref else None,
@@ -65,7 +69,9 @@ def resolve(
         raise PolicyError(choice.error)
     sources: tuple[str, ...] = (f"RecyclePolicy/{choice.name}",) if choice.name else ()
     sources += (f"InferenceDeployment/{metadata['name']}",)
-    return resolve_policy(choice.spec, spec.policy_layer(), sources=sources)
+    return resolve_policy(
+        choice.spec, spec.policy_layer(), sources=sources, cycle_interval_s=cycle_interval_s
+    )
 
 
 def context_for(
@@ -73,6 +79,7 @@ def context_for(
     key: DeploymentKey,
     body: dict[str, Any],
     policies: dict[str, RecyclePolicySpec] | None = None,
+    cycle_interval_s: float | None = None,
 ) -> DeploymentContext:
     """One deployment as this cycle sees it; a bad spec or policy becomes ``error``."""
     spec: InferenceDeploymentSpec | None = None
@@ -80,7 +87,7 @@ def context_for(
     error: str | None = None
     try:
         spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
-        policy = resolve(registry, body, spec, policies)
+        policy = resolve(registry, body, spec, policies, cycle_interval_s)
     except ValidationError as problem:
         error = f"spec is invalid: {first_error(problem)}"
     except InvalidInputError as problem:
@@ -97,11 +104,11 @@ def handled(body: dict[str, Any]) -> bool:
     return HANDLED_ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {})
 
 
-def contexts(registry: Registry) -> list[DeploymentContext]:
+def contexts(registry: Registry, cycle_interval_s: float | None = None) -> list[DeploymentContext]:
     """Every deployment the cycle takes this time, policies parsed once for all."""
     policies = parse_policies(registry)
     return [
-        context_for(registry, key, body, policies)
+        context_for(registry, key, body, policies, cycle_interval_s)
         for key, body in list(registry.deployments.items())
         if handled(body)
     ]

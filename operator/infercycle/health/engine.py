@@ -87,7 +87,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infercycle.api.units import format_duration
-from infercycle.api.values import RESTART_SIGNALS, HealthPolicy, Rule, RuleKind
+from infercycle.api.values import MIN_SAMPLES, RESTART_SIGNALS, HealthPolicy, Rule, RuleKind
 from infercycle.health.history import MERGE_TOLERANCE_S, CycleStore
 from infercycle.health.model import (
     OOM_KILLED,
@@ -127,7 +127,6 @@ __all__ = [
 REQUEST_RATE = "request_rate"
 MIN_COVERAGE = 0.8
 """Share of a window's expected cycles that must hold a sample."""
-MIN_SAMPLES = 3
 GROWTH_MIN_BUCKETS = math.ceil(MIN_COVERAGE * GROWTH_BUCKETS)
 COMPARABLE_LOAD_RATIO = 1.5
 """A baseline rule compares only while the request rate is at most this times the baseline's."""

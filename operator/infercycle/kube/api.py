@@ -49,6 +49,7 @@ class KubeApi:
         self.apps: Any = kubernetes.client.AppsV1Api(self.client)
         self.policy: Any = kubernetes.client.PolicyV1Api(self.client)
         self.custom: Any = kubernetes.client.CustomObjectsApi(self.client)
+        self.networking: Any = kubernetes.client.NetworkingV1Api(self.client)
         self.requests = 0
 
     # -- owned objects -------------------------------------------------------------------------
@@ -72,6 +73,8 @@ class KubeApi:
             self.policy.patch_namespaced_pod_disruption_budget(name, namespace, manifest, **options)
         elif kind == "Secret":
             self.core.patch_namespaced_secret(name, namespace, manifest, **options)
+        elif kind == "NetworkPolicy":
+            self.networking.patch_namespaced_network_policy(name, namespace, manifest, **options)
         else:
             msg = f"no apply for kind {kind}"
             raise ValueError(msg)

@@ -95,6 +95,8 @@ def _agent_container(spec: InferenceDeploymentSpec, image: str, mount_path: str)
         f"--port={agent_port(spec)}",
         f"--checkpoint-dir={mount_path}/checkpoints",
         "--token-file=/var/run/infercycle/agent/token",
+        # Off the session volume: a full or read-only volume cannot make it restore twice.
+        "--state-dir=/tmp/state",
         f"--server-process={server_container_name(spec)}",
     ]
     if agent and agent.session_hook:
@@ -121,18 +123,59 @@ def _agent_container(spec: InferenceDeploymentSpec, image: str, mount_path: str)
             "requests": {"cpu": "10m", "memory": "64Mi"},
             "limits": {"memory": "512Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"], "add": ["KILL"]},
-        },
+        "securityContext": agent_security_context(spec),
         "volumeMounts": [
             {"name": SESSION_VOLUME, "mountPath": mount_path},
             {"name": "agent-token", "mountPath": "/var/run/infercycle/agent", "readOnly": True},
             {"name": "agent-tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir,
         ],
     }
+
+
+def _in_place(spec: InferenceDeploymentSpec) -> bool:
+    strategy = RestartStrategy(spec.restart_strategy or RestartStrategy.IN_PLACE)
+    return strategy is RestartStrategy.IN_PLACE
+
+
+def server_user(spec: InferenceDeploymentSpec) -> tuple[int | None, int | None]:
+    """The non-root user and group the server container runs as, when the template says so
+    (its own securityContext first, then the pod's); None for root or unknown."""
+    pod_spec = spec.template.get("spec") or {}
+    pod_context = pod_spec.get("securityContext") or {}
+    server = server_container_name(spec)
+    context: dict[str, Any] = {}
+    for container in pod_spec.get("containers") or []:
+        if container.get("name") == server:
+            context = container.get("securityContext") or {}
+    user = context.get("runAsUser", pod_context.get("runAsUser"))
+    group = context.get("runAsGroup", pod_context.get("runAsGroup"))
+    if not isinstance(user, int) or isinstance(user, bool) or user <= 0:
+        return None, None
+    return user, group if isinstance(group, int) and not isinstance(group, bool) else None
+
+
+def agent_security_context(spec: InferenceDeploymentSpec) -> Manifest:
+    """The agent meets the restricted Pod Security Standard whenever the server's user is known.
+
+    An in-place restart signals the server process through the shared PID namespace. A process
+    may signal another of the same user without any capability, so the agent runs as the
+    server's user when the template names it. Only when it does not (or names root) does the
+    agent keep its own user and add CAP_KILL, which the restricted standard refuses.
+    """
+    user, group = server_user(spec)
+    context: Manifest = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": user if user is not None else AGENT_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if group is not None:
+        context["runAsGroup"] = group
+    if user is None and _in_place(spec):
+        context["capabilities"]["add"] = ["KILL"]
+    return context
 
 
 def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> Manifest:
@@ -164,17 +207,19 @@ def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> 
         volumes.append(
             {
                 "name": "agent-token",
-                "secret": {"secretName": agent_secret_name(name), "defaultMode": 0o440},
+                # Readable by whichever user the agent runs as, so the pod needs no fsGroup;
+                # only the agent container mounts it.
+                "secret": {"secretName": agent_secret_name(name), "defaultMode": 0o444},
             }
         )
         volumes.append({"name": "agent-tmp", "emptyDir": {"sizeLimit": "64Mi"}})
-        # The token is mounted root-owned with mode 0440: the agent reads it through its group.
-        pod_spec.setdefault("securityContext", {}).setdefault("fsGroup", AGENT_UID)
-        if (
-            RestartStrategy(spec.restart_strategy or RestartStrategy.IN_PLACE)
-            is RestartStrategy.IN_PLACE
-        ):
+        if _in_place(spec):
             pod_spec["shareProcessNamespace"] = True
+        if server_user(spec)[0] is None:
+            # Who the server runs as is not said: the agent runs as its own user (with CAP_KILL
+            # for in-place restarts) and reaches the session volume through this group. A pod
+            # that names the server's user gets neither: the agent runs as that user.
+            pod_spec.setdefault("securityContext", {}).setdefault("fsGroup", AGENT_UID)
     return template
 
 
@@ -285,4 +330,64 @@ def agent_secret(name: str, namespace: str, uid: str, token: str) -> Manifest:
         "type": "Opaque",
         "metadata": _metadata(agent_secret_name(name), namespace, owner_reference(name, uid)),
         "stringData": {TOKEN_KEY: token},
+    }
+
+
+# The operator's pods, as the chart and manifests/ label them.
+OPERATOR_POD_LABELS = {
+    "app.kubernetes.io/component": "operator",
+    "app.kubernetes.io/part-of": "infercycle",
+}
+
+
+def agent_network_policy(
+    name: str, namespace: str, uid: str, spec: InferenceDeploymentSpec, operator_namespace: str
+) -> Manifest:
+    """Ingress to the deployment's pods: the agent port from the operator only.
+
+    A pod selected by any NetworkPolicy accepts only what some policy allows, so the ports the
+    template declares (other than the agent's) stay open to every peer, as they were; ports it
+    does not declare are closed. Other policies of the namespace add to this one.
+    """
+    port = agent_port(spec)
+    declared: list[Manifest] = []
+    seen: set[tuple[int, str]] = set()
+    for container in (spec.template.get("spec") or {}).get("containers") or []:
+        if container.get("name") == AGENT_CONTAINER:
+            continue
+        for item in container.get("ports") or []:
+            key = (int(item["containerPort"]), str(item.get("protocol", "TCP")))
+            if key[0] != port and key not in seen:
+                seen.add(key)
+                declared.append({"port": key[0], "protocol": key[1]})
+    if not declared:
+        declared = [
+            {"port": item["targetPort"], "protocol": item["protocol"]}
+            for item in _service_ports(spec)
+            if item["targetPort"] != port
+        ]
+    ingress: list[Manifest] = [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                    },
+                    "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+                }
+            ],
+            "ports": [{"port": port, "protocol": "TCP"}],
+        }
+    ]
+    if declared:
+        ingress.append({"ports": declared})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(f"{name}-agent", namespace, owner_reference(name, uid)),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
     }

@@ -207,6 +207,7 @@ def agent_command(
     hook: str | None = None,
     session_dir: Path | None = None,
     token_file: Path | None = None,
+    state_dir: Path | None = None,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     command = [PYTHON, "-m", "infercycle.agent", "--host", "127.0.0.1", "--port", str(port)]
@@ -218,6 +219,8 @@ def agent_command(
         command += ["--session-dir", str(session_dir)]
     if token_file is not None:
         command += ["--token-file", str(token_file)]
+    if state_dir is not None:
+        command += ["--state-dir", str(state_dir)]
     return [*command, *extra]
 
 
@@ -232,6 +235,7 @@ def start_agent(
     env: dict[str, str] | None = None,
     wrapper: tuple[str, ...] = (),
     name: str = "agent",
+    state_dir: Path | None = None,
 ) -> Agent:
     token_file = processes.directory / "token"
     token_file.write_text(f"{TOKEN}\n")
@@ -243,6 +247,7 @@ def start_agent(
         hook=hook,
         session_dir=session_dir,
         token_file=token_file,
+        state_dir=state_dir,
         extra=extra,
     )
     process = processes.spawn(name, [*wrapper, *command], env=env)

@@ -511,3 +511,91 @@ def test_standin_leak_grows_resident_memory(processes: Processes) -> None:
 
     start = rss()
     wait_until(lambda: rss() - start > 30 * 2**20, timeout=10)
+
+
+async def test_a_restore_the_volume_cannot_record_is_not_repeated_after_an_agent_restart(
+    processes: Processes, tmp_path: Path
+) -> None:
+    standin = start_standin(processes)
+    state_dir = tmp_path / "agent-state"  # the pod's emptyDir, off the session volume
+    agent = hook_agent(processes, standin, tmp_path, state_dir=state_dir)
+    client = agent.client()
+    standin.fill(20)
+    await client.checkpoint()
+    # The volume refuses the restore record (as a full one would); checkpoints still exist.
+    (tmp_path / "ckpt" / f"{RESTORE_MEMO}.tmp").mkdir()
+    old_pid = standin.pid()
+    assert old_pid is not None
+    await client.restart()
+    pid = new_server_pid(standin, old_pid, restarts=1)
+    assert (await restored_into(client, pid)).last_restore is not None
+    standin.complete("after-restore", "a session the checkpoint does not have")
+    sessions = standin.sessions()
+    assert len(sessions) == 21
+
+    os.kill(agent.process.pid, signal.SIGKILL)
+    agent.process.wait(timeout=5)
+    again = hook_agent(processes, standin, tmp_path, state_dir=state_dir, name="agent-2")
+    status = await wait_for_status(again.client(), lambda s: s.last_restore is not None)
+    await asyncio.sleep(1.5)  # a second restore would come within a few polls
+
+    assert status.last_restore is not None
+    assert status.last_restore.server_pid == pid
+    assert standin.sessions() == sessions  # not rolled back to the checkpoint's 20
+    assert standin.pid() == pid
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_refused_with_401(
+    processes: Processes, tmp_path: Path
+) -> None:
+    standin = start_standin(processes, supervised=False)
+    agent = hook_agent(processes, standin, tmp_path)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    writer.write(
+        b"GET /v1/status HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer \xff\xfe\x80\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"internal_error" not in answer
+    assert agent.alive()
+
+
+async def test_idle_and_slow_connections_are_closed_after_the_idle_timeout(
+    processes: Processes, tmp_path: Path
+) -> None:
+    standin = start_standin(processes, supervised=False)
+    agent = hook_agent(processes, standin, tmp_path, extra=("--idle-timeout", "1"))
+    idle = await asyncio.open_connection("127.0.0.1", agent.port)
+    slow = await asyncio.open_connection("127.0.0.1", agent.port)
+    slow[1].write(b"GET /v1/status HTTP/1.1\r\nHost: agent\r\n")  # never finishes
+    await slow[1].drain()
+    started = time.monotonic()
+    for reader, writer in (idle, slow):
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""  # closed by the agent
+        writer.close()
+    assert time.monotonic() - started < 5
+    assert (await agent.client().status()).checkpoints == 0  # still answering
+
+
+async def test_status_does_not_report_a_damaged_newest_checkpoint_as_the_last_one(
+    processes: Processes, tmp_path: Path
+) -> None:
+    standin = start_standin(processes, supervised=False)
+    agent = hook_agent(processes, standin, tmp_path)
+    standin.fill(3)
+    older = await agent.client().checkpoint()
+    standin.fill(4)
+    newer = await agent.client().checkpoint()
+    data = tmp_path / "ckpt" / newer.id / "data" / "sessions.json"
+    data.write_bytes(data.read_bytes()[:-2] + b"!}")
+    agent.process.terminate()
+    agent.process.wait(timeout=5)
+
+    again = hook_agent(processes, standin, tmp_path, name="agent-2")
+    status = await again.client().status()
+    assert status.last_checkpoint is not None
+    assert status.last_checkpoint.id == older.id
+    assert status.checkpoints == 2

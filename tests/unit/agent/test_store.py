@@ -206,3 +206,33 @@ def test_truncated_pack_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(CorruptCheckpointError, match=r"files\.pack has 290 bytes"):
         store.verify(written.id)
+
+
+def test_checkpoint_ids_past_eight_digits_are_listed_restored_and_pruned(tmp_path: Path) -> None:
+    root = tmp_path / "ckpt"
+    store = CheckpointStore(root, keep=2)
+    first = store.write_blob(state(1))
+    # The sequence comes from the names on the volume: jump it to the last 8-digit value.
+    high = "99999999" + first.id[len("00000001") :]
+    os.rename(root / first.id, root / high)
+    newest = store.write_blob(state(2))
+
+    assert newest.id.startswith("100000000-")
+    assert store.list_ids()[0] == newest.id  # by sequence value, not by text
+    manifest, data = store.load_newest_blob()[:2]
+    assert (manifest.id, data) == (newest.id, state(2))
+    assert store.newest_verified_manifest() == newest
+    store.write_blob(state(3))
+    store.prune()
+    assert newest.id in store.list_ids()
+    assert high not in store.list_ids()
+
+
+def test_newest_verified_manifest_passes_over_damaged_files(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "ckpt", keep=3)
+    older = store.write_blob(state(3))
+    newer = store.write_blob(state(4))
+    flip_byte(next((tmp_path / "ckpt" / newer.id / "data").iterdir()))
+
+    assert store.latest_manifest() == newer  # the manifest alone still reads
+    assert store.newest_verified_manifest() == older

@@ -3,10 +3,15 @@ from pydantic import ValidationError
 
 from infercycle.api.defaults import DEFAULT_POLICY_SPEC
 from infercycle.api.resolver import PolicyError, merge_policy_specs, resolve_policy
-from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.resources import MAX_HISTORY, InferenceDeploymentSpec
 from infercycle.api.servers import VLLM
 from infercycle.api.spec import DisruptionSpec, HealthSpec, RecyclePolicySpec, SignalRuleSpec
-from infercycle.api.values import RESTART_SIGNALS, DisruptionPolicy, RuleKind
+from infercycle.api.values import (
+    MAX_RECYCLES_PER_HOUR,
+    RESTART_SIGNALS,
+    DisruptionPolicy,
+    RuleKind,
+)
 
 
 def test_default_policy_resolves_and_reads_every_builtin_query() -> None:
@@ -216,3 +221,49 @@ def test_deployment_spec_parses_camel_case_and_is_frozen() -> None:
     assert spec.policy_layer().disruption == DisruptionSpec(min_available=2)
     with pytest.raises(ValidationError):
         spec.replicas = 4  # type: ignore[misc]
+
+
+def _override(**fields: object) -> RecyclePolicySpec:
+    """The built-in memory leak rule (growth over 1h) with some fields changed."""
+    rule = {"name": "memory-leak", **fields}
+    return RecyclePolicySpec.model_validate({"health": {"rules": [rule]}})
+
+
+@pytest.mark.parametrize("field", ["threshold", "clear"])
+def test_a_negative_level_is_refused_naming_the_field(field: str) -> None:
+    fields = {"threshold": "1Gi", "clear": "-1Mi"} if field == "clear" else {"threshold": "-1Mi"}
+    with pytest.raises(PolicyError, match=rf"rules\[memory-leak\]\.{field}: -1Mi is negative"):
+        resolve_policy(_override(**fields))
+
+
+def test_a_negative_limit_is_refused() -> None:
+    with pytest.raises(PolicyError, match=r"rules\[memory-leak\]\.limit: -1Gi is negative"):
+        resolve_policy(_override(limit="-1Gi"))
+
+
+@pytest.mark.parametrize("field", ["window", "baselineWindow", "timeToLimit"])
+def test_an_empty_window_is_refused(field: str) -> None:
+    with pytest.raises(PolicyError, match=rf"\.{field}: 0s is empty, so the rule would never"):
+        resolve_policy(_override(**{field: "0s"}))
+
+
+def test_a_window_shorter_than_three_cycles_is_refused_with_the_length_it_needs() -> None:
+    assert resolve_policy(_override(window="90s"), cycle_interval_s=30).health.rules
+    with pytest.raises(PolicyError) as refused:
+        resolve_policy(_override(window="1m"), cycle_interval_s=30)
+    message = str(refused.value)
+    assert message.startswith("health.rules[memory-leak].window: 1m is shorter than 3")
+    assert "make it at least 1m30s or shorten the cycle interval" in message
+    # Without a cycle interval (explain, tools) only empty windows are refused.
+    assert resolve_policy(_override(window="1m")).health.rules
+
+
+def test_every_default_window_fits_the_default_cycle_interval() -> None:
+    assert resolve_policy(cycle_interval_s=30).health.rules
+
+
+def test_the_hourly_budget_cannot_exceed_what_history_can_count() -> None:
+    assert DisruptionSpec(max_recycles_per_hour=MAX_RECYCLES_PER_HOUR)
+    with pytest.raises(ValidationError, match="less than or equal to 20"):
+        DisruptionSpec(max_recycles_per_hour=MAX_RECYCLES_PER_HOUR + 1)
+    assert MAX_HISTORY >= MAX_RECYCLES_PER_HOUR

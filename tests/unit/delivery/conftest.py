@@ -9,6 +9,7 @@ import pytest
 
 from tests.unit.delivery.support import (
     MANIFESTS,
+    NAMESPACED_OVERLAY,
     REPO,
     VALUES_FILES,
     Manifest,
@@ -59,6 +60,7 @@ def chart_with_values(request: pytest.FixtureRequest, helm: Path) -> list[Manife
 RENDERINGS = [
     "manifests",
     "manifests-monitoring",
+    "manifests-namespaced",
     "chart-default",
     *(f"chart-{path.stem}" for path in VALUES_FILES),
 ]
@@ -70,7 +72,11 @@ def rendering(request: pytest.FixtureRequest) -> list[Manifest]:
     name: str = request.param
     if name.startswith("manifests"):
         kubectl: Path = request.getfixturevalue("kubectl")
-        folder = MANIFESTS / "monitoring" if name == "manifests-monitoring" else MANIFESTS
+        folders = {
+            "manifests-monitoring": MANIFESTS / "monitoring",
+            "manifests-namespaced": NAMESPACED_OVERLAY,
+        }
+        folder = folders.get(name, MANIFESTS)
         return documents(run(kubectl, "kustomize", folder).stdout)
     helm: Path = request.getfixturevalue("helm")
     files = [path for path in VALUES_FILES if f"chart-{path.stem}" == name]

@@ -24,6 +24,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "infercycle"
 MANIFESTS = REPO / "manifests"
+# manifests/ with the namespaced component, as docs/install.md shows it.
+NAMESPACED_OVERLAY = Path(__file__).resolve().parent / "overlays" / "namespaced"
 VALUES = Path(__file__).resolve().parent / "values"
 VALUES_FILES = sorted(VALUES.glob("*.yaml"))
 RELEASE = "infercycle"
@@ -42,6 +44,8 @@ KNOWN_KINDS = {
     "Deployment": "apps/v1",
     "ClusterRole": "rbac.authorization.k8s.io/v1",
     "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     "CustomResourceDefinition": "apiextensions.k8s.io/v1",
     "ServiceMonitor": "monitoring.coreos.com/v1",
@@ -56,6 +60,8 @@ CLIENT_MODELS = {
     "Deployment": "V1Deployment",
     "ClusterRole": "V1ClusterRole",
     "ClusterRoleBinding": "V1ClusterRoleBinding",
+    "Role": "V1Role",
+    "RoleBinding": "V1RoleBinding",
     "NetworkPolicy": "V1NetworkPolicy",
     "CustomResourceDefinition": "V1CustomResourceDefinition",
 }
@@ -108,9 +114,14 @@ def by_kind(objects: list[Manifest], kind: str) -> list[Manifest]:
     return [obj for obj in objects if obj.get("kind") == kind]
 
 
-def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+def one(
+    objects: list[Manifest], kind: str, name: str | None = None, namespace: str | None = None
+) -> Manifest:
     found = [
-        obj for obj in by_kind(objects, kind) if name is None or obj["metadata"]["name"] == name
+        obj
+        for obj in by_kind(objects, kind)
+        if (name is None or obj["metadata"]["name"] == name)
+        and (namespace is None or obj["metadata"].get("namespace") == namespace)
     ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]

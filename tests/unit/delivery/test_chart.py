@@ -13,6 +13,7 @@ import yaml
 from tests.unit.delivery.support import (
     CHART,
     KUBE_VERSION,
+    NAMESPACED_OVERLAY,
     REPO,
     VALUES,
     VALUES_FILES,
@@ -252,12 +253,31 @@ def test_cluster_roles_match_manifests(
     def rules(objects: list[Manifest]) -> dict[str, Any]:
         return {role["metadata"]["name"]: role["rules"] for role in by_kind(objects, "ClusterRole")}
 
+    def bindings(objects: list[Manifest]) -> dict[str, Any]:
+        return {
+            binding["metadata"]["name"]: (binding["roleRef"], binding["subjects"])
+            for binding in by_kind(objects, "ClusterRoleBinding")
+        }
+
     # The release is called infercycle, so the chart's names are the plain manifests' names.
     assert rules(chart_default) == rules(kustomized)
-    chart_binding = one(chart_default, "ClusterRoleBinding")
-    plain_binding = one(kustomized, "ClusterRoleBinding")
-    assert chart_binding["roleRef"] == plain_binding["roleRef"]
-    assert chart_binding["subjects"] == plain_binding["subjects"]
+    assert bindings(chart_default) == bindings(kustomized)
+
+
+def test_namespaced_roles_match_the_kustomize_component(helm: Path, kubectl: Path) -> None:
+    chart = documents(helm_template(helm, sets=("watchNamespaces={ml-serving}",)).stdout)
+    plain = documents(run(kubectl, "kustomize", NAMESPACED_OVERLAY).stdout)
+    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        assert sorted(o["metadata"]["name"] for o in by_kind(chart, kind)) == sorted(
+            o["metadata"]["name"] for o in by_kind(plain, kind)
+        ), kind
+    for name in ("infercycle-operator", "infercycle-operator-leader"):
+        assert one(chart, "Role", name)["rules"] == one(plain, "Role", name)["rules"]
+        assert (
+            one(chart, "RoleBinding", name)["subjects"]
+            == one(plain, "RoleBinding", name)["subjects"]
+        )
+    assert one(chart, "Role", "infercycle-operator")["metadata"]["namespace"] == "ml-serving"
 
 
 def test_network_policy_and_service_match_manifests(

@@ -23,25 +23,37 @@ from tests.unit.delivery.support import (
 )
 
 # The operator's permissions as reviewed, one (apiGroup, resource, verb) per line of thought.
-_CHILD_VERBS = ("get", "list", "watch", "create", "patch", "update", "delete")
-OPERATOR_PERMISSIONS = {
+# Cluster-scoped resources, granted cluster-wide in every install:
+CLUSTER_PERMISSIONS = {
+    *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
+    *(("infercycle.io", "recyclepolicies", verb) for verb in ("get", "list", "watch")),
+    *(("apiextensions.k8s.io", "customresourcedefinitions", verb)
+      for verb in ("get", "list", "watch")),
+}  # fmt: skip
+# In the namespaces it manages: every namespace, or only the listed ones through Roles there.
+WORKLOAD_PERMISSIONS = {
     *(("", "pods", verb) for verb in ("get", "list", "watch", "patch")),
     ("", "pods/eviction", "create"),
-    *(("", resource, verb) for resource in ("services", "secrets", "persistentvolumeclaims")
-      for verb in _CHILD_VERBS),
-    *(("apps", "statefulsets", verb) for verb in _CHILD_VERBS),
-    *(("policy", "poddisruptionbudgets", verb) for verb in _CHILD_VERBS),
+    # Children are written by server-side apply only: never read, never deleted.
+    *((group, resource, verb)
+      for group, resource in (("", "services"), ("apps", "statefulsets"),
+                              ("policy", "poddisruptionbudgets"),
+                              ("networking.k8s.io", "networkpolicies"))
+      for verb in ("create", "patch")),
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
     *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
-    *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
     *(("infercycle.io", "inferencedeployments", verb)
       for verb in ("get", "list", "watch", "patch", "update")),
     *(("infercycle.io", "inferencedeployments/status", verb)
       for verb in ("get", "patch", "update")),
     ("infercycle.io", "inferencedeployments/finalizers", "update"),
-    *(("infercycle.io", "recyclepolicies", verb) for verb in ("get", "list", "watch")),
-    *(("apiextensions.k8s.io", "customresourcedefinitions", verb)
-      for verb in ("get", "list", "watch")),
 }  # fmt: skip
+# With leader election, in the operator's own namespace: its Lease (get/update by name only).
+LEASE_PERMISSIONS = {
+    ("coordination.k8s.io", "leases", verb) for verb in ("get", "update", "create")
+}
+LEASE_NAME = "infercycle-operator-leader"
 RESTRICTED_VOLUME_TYPES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
     "projected", "secret",
@@ -76,9 +88,14 @@ def test_no_field_the_api_does_not_define(rendering: list[Manifest]) -> None:
 
 def test_namespaced_objects_live_in_the_operator_namespace(rendering: list[Manifest]) -> None:
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    watched = _watched_namespaces(rendering)
     for obj in rendering:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"], obj["metadata"]
+        elif obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"].endswith("-leader"):
+            assert obj["metadata"]["namespace"] == "infercycle-system", obj["metadata"]
+        elif obj["kind"] in ("Role", "RoleBinding"):
+            assert obj["metadata"]["namespace"] in watched, obj["metadata"]
         elif obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-dashboard"):
             continue  # goes where Grafana's sidecar looks
         else:
@@ -133,11 +150,26 @@ def test_containers_have_requests_and_limits(rendering: list[Manifest]) -> None:
             assert "memory" in resources.get("limits", {}), container["name"]
 
 
+def _leader_election(rendering: list[Manifest]) -> bool:
+    (container,) = one(rendering, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return _plain_env(container).get("INFERCYCLE_LEADER_ELECTION") == "true"
+
+
 def test_operator_deployment_shape(rendering: list[Manifest]) -> None:
     for deployment in by_kind(rendering, "Deployment"):
         spec = deployment["spec"]
-        assert spec["replicas"] == 1, "two operators would both recycle"
-        assert spec["strategy"] == {"type": "Recreate"}
+        if _leader_election(rendering):  # one acts, the other stands by; never none
+            assert spec["replicas"] == 2
+            assert spec["strategy"] == {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            }
+            (container,) = spec["template"]["spec"]["containers"]
+            pod_name = next(item for item in container["env"] if item["name"] == "POD_NAME")
+            assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        else:
+            assert spec["replicas"] == 1, "without leader election two would both recycle"
+            assert spec["strategy"] == {"type": "Recreate"}
         pod = spec["template"]["spec"]
         assert pod["automountServiceAccountToken"] is True
         (container,) = pod["containers"]
@@ -163,11 +195,12 @@ def test_operator_env_is_understood_by_the_operator(
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         names = [item["name"] for item in container["env"]]
         assert len(names) == len(set(names)), f"duplicate env: {names}"
-        assert set(names) <= known, f"not operator settings: {set(names) - known}"
+        # POD_NAME (downward API) names the replica in the leader Lease.
+        assert set(names) - {"POD_NAME"} <= known, f"not settings: {set(names) - known}"
         env = _plain_env(container)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        for name in {item["name"] for item in container["env"]} - set(env):
+        for name in {item["name"] for item in container["env"]} - set(env) - {"POD_NAME"}:
             monkeypatch.setenv(name, "from-a-secret")
         settings = OperatorSettings()
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
@@ -177,31 +210,70 @@ def test_operator_env_is_understood_by_the_operator(
         assert settings.agent_image.rsplit(":", 1)[0] == container["image"].rsplit(":", 1)[0]
 
 
-def test_operator_cluster_role_is_exactly_the_reviewed_one(rendering: list[Manifest]) -> None:
-    operator_roles = [
-        role
-        for role in by_kind(rendering, "ClusterRole")
-        if role["metadata"]["name"].endswith("-operator")
-    ]
-    for role in operator_roles:
-        assert permissions(role) == OPERATOR_PERMISSIONS
+def _watched_namespaces(rendering: list[Manifest]) -> set[str]:
+    if not by_kind(rendering, "Deployment"):
+        return set()
+    (container,) = one(rendering, "Deployment")["spec"]["template"]["spec"]["containers"]
+    listed = _plain_env(container).get("INFERCYCLE_NAMESPACES", "")
+    return {name.strip() for name in listed.split(",") if name.strip()}
 
 
-def test_binding_grants_the_role_to_the_deployments_account(rendering: list[Manifest]) -> None:
+def granted(rendering: list[Manifest], account: str, home: str) -> dict[str | None, set[Any]]:
+    """What the bindings give the account: cluster-wide (key None) and per namespace."""
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": home}
+    grants: dict[str | None, set[Any]] = {}
+    bindings = by_kind(rendering, "ClusterRoleBinding") + by_kind(rendering, "RoleBinding")
+    for binding in bindings:
+        if subject not in binding["subjects"]:
+            continue
+        namespace = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = one(
+            rendering, ref["kind"], ref["name"], namespace if ref["kind"] == "Role" else None
+        )
+        grants.setdefault(namespace, set()).update(permissions(role))
+    return grants
+
+
+def test_the_operator_is_granted_exactly_the_reviewed_permissions(
+    rendering: list[Manifest],
+) -> None:
     for deployment in by_kind(rendering, "Deployment"):
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        binding = one(rendering, "ClusterRoleBinding")
-        assert binding["roleRef"]["kind"] == "ClusterRole"
-        role = one(rendering, "ClusterRole", binding["roleRef"]["name"])
-        assert permissions(role) == OPERATOR_PERMISSIONS
-        assert binding["subjects"] == [
-            {
-                "kind": "ServiceAccount",
-                "name": account,
-                "namespace": deployment["metadata"]["namespace"],
-            }
-        ]
-        assert one(rendering, "ServiceAccount", account)
+        home = deployment["metadata"]["namespace"]
+        grants = granted(rendering, account, home)
+        watched = _watched_namespaces(rendering)
+        # Listed namespaces: no cluster-wide right on pods, Secrets or workloads.
+        expected: dict[str | None, set[Any]] = {
+            None: CLUSTER_PERMISSIONS | (set() if watched else WORKLOAD_PERMISSIONS)
+        }
+        for namespace in watched:
+            expected[namespace] = set(WORKLOAD_PERMISSIONS)
+        if _leader_election(rendering):
+            expected[home] = expected.get(home, set()) | LEASE_PERMISSIONS
+        assert grants == expected
+
+
+def test_the_lease_can_be_read_and_renewed_only_by_its_name(rendering: list[Manifest]) -> None:
+    for role in by_kind(rendering, "Role"):
+        for rule in role["rules"]:
+            if "leases" in rule["resources"] and set(rule["verbs"]) & {"get", "update"}:
+                assert rule["resourceNames"] == [LEASE_NAME], rule
+
+
+def test_the_operator_deletes_nothing_touches_no_volume_claim_and_lists_no_secret(
+    rendering: list[Manifest],
+) -> None:
+    for deployment in by_kind(rendering, "Deployment"):
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        grants = granted(rendering, account, deployment["metadata"]["namespace"])
+        assert grants
+        for where, permitted in grants.items():
+            for group, resource, verb in permitted:
+                what = f"{where or 'cluster-wide'}: {group}/{resource} {verb}"
+                assert verb not in ("delete", "deletecollection"), what
+                assert resource != "persistentvolumeclaims", what
+                assert resource != "secrets" or verb in ("get", "create"), what
 
 
 def test_aggregated_roles_only_touch_infercycle_resources(rendering: list[Manifest]) -> None:
@@ -259,6 +331,14 @@ def test_network_policy_allows_exactly_what_the_operator_needs(rendering: list[M
         assert peer["podSelector"]["matchExpressions"] == [
             {"key": "infercycle.io/deployment", "operator": "Exists"}
         ]
+        watched = _watched_namespaces(rendering)
+        if watched:  # agents only where the operator manages deployments
+            (expression,) = peer["namespaceSelector"]["matchExpressions"]
+            assert expression["key"] == "kubernetes.io/metadata.name"
+            assert expression["operator"] == "In"
+            assert set(expression["values"]) == watched
+        else:
+            assert peer["namespaceSelector"] == {}
 
 
 def test_service_monitor_scrapes_the_metrics_service(rendering: list[Manifest]) -> None:

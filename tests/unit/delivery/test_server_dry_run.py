@@ -21,9 +21,12 @@ import pytest
 from tests.fixtures.cluster import Cluster
 from tests.unit.delivery.support import (
     MANIFESTS,
+    NAMESPACE,
+    NAMESPACED_OVERLAY,
     REPO,
     VALUES_FILES,
     Manifest,
+    by_kind,
     documents,
     helm_template,
     one,
@@ -122,29 +125,54 @@ def _can(cluster: Cluster, account: str, verb: str, resource: str, namespace: st
     return result.stdout.strip() == "yes"
 
 
-@pytest.fixture
-def bound_operator_account(installed: Cluster, namespace: str, kubectl: Path) -> Iterator[str]:
-    """The operator's ClusterRole and binding applied for real, under names of this test only."""
-    rendered = documents(run(kubectl, "kustomize", MANIFESTS).stdout)
+def _bind_for_test(
+    cluster: Cluster, rendered: list[Manifest], namespace: str, watched: str | None = None
+) -> tuple[str, list[Manifest]]:
+    """The operator's roles and bindings of a rendering, renamed for this test only and bound
+    to an account in ``namespace``; Roles of managed namespaces move to ``watched``, the leader
+    Lease's Role to ``namespace``. Returns the account's user name and what was applied."""
     suffix = secrets.token_hex(3)
-    role = one(rendered, "ClusterRole", "infercycle-operator")
-    binding = one(rendered, "ClusterRoleBinding", "infercycle-operator")
     account = one(rendered, "ServiceAccount")
-    role["metadata"] = {"name": f"infercycle-test-{suffix}"}
-    binding["metadata"] = {"name": f"infercycle-test-{suffix}"}
-    binding["roleRef"]["name"] = role["metadata"]["name"]
-    binding["subjects"][0]["namespace"] = namespace
+    objects: list[Manifest] = []
+    for binding in by_kind(rendered, "ClusterRoleBinding") + by_kind(rendered, "RoleBinding"):
+        ref = binding["roleRef"]
+        role = one(rendered, ref["kind"], ref["name"])
+        name = f"{ref['name']}-test-{suffix}"
+        home = binding["metadata"].get("namespace") == NAMESPACE  # the leader Lease's Role
+        where = namespace if home else watched
+        scoped = {"namespace": where} if binding["kind"] == "RoleBinding" else {}
+        role["metadata"] = {"name": name, **scoped}
+        binding["metadata"] = {"name": name, **scoped}
+        binding["roleRef"]["name"] = name
+        binding["subjects"][0]["namespace"] = namespace
+        objects += [role, binding]
     account["metadata"]["namespace"] = namespace
-    objects = [role, binding, account]
+    objects.append(account)
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-    installed.kubectl(
+    cluster.kubectl(
         "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", input=body
     )
+    return f"system:serviceaccount:{namespace}:{account['metadata']['name']}", objects
+
+
+def _unbind(cluster: Cluster, objects: list[Manifest]) -> None:
+    for obj in objects:
+        if obj["kind"] != "ServiceAccount":
+            scope = ["-n", obj["metadata"]["namespace"]] if "namespace" in obj["metadata"] else []
+            cluster.kubectl(
+                "delete", obj["kind"].lower(), obj["metadata"]["name"], *scope, check=False
+            )
+
+
+@pytest.fixture
+def bound_operator_account(installed: Cluster, namespace: str, kubectl: Path) -> Iterator[str]:
+    """The operator's ClusterRoles and bindings applied for real, under names of this test."""
+    rendered = documents(run(kubectl, "kustomize", MANIFESTS).stdout)
+    account, objects = _bind_for_test(installed, rendered, namespace)
     try:
-        yield f"system:serviceaccount:{namespace}:{account['metadata']['name']}"
+        yield account
     finally:
-        installed.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
-        installed.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
+        _unbind(installed, objects)
 
 
 def test_the_api_server_grants_exactly_what_the_operator_needs(
@@ -157,9 +185,10 @@ def test_the_api_server_grants_exactly_what_the_operator_needs(
         ("patch", "pods"),
         ("create", "pods/eviction"),
         ("create", "statefulsets.apps"),
-        ("delete", "poddisruptionbudgets.policy"),
+        ("patch", "poddisruptionbudgets.policy"),
+        ("patch", "networkpolicies.networking.k8s.io"),
         ("get", "secrets"),
-        ("create", "persistentvolumeclaims"),
+        ("create", "secrets"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
         ("list", "namespaces"),
@@ -172,6 +201,15 @@ def test_the_api_server_grants_exactly_what_the_operator_needs(
     refused: list[tuple[str, str]] = [
         ("create", "pods"),
         ("delete", "pods"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("update", "secrets"),
+        ("delete", "secrets"),
+        ("delete", "statefulsets.apps"),
+        ("delete", "poddisruptionbudgets.policy"),
+        ("get", "statefulsets.apps"),
+        ("create", "persistentvolumeclaims"),
+        ("delete", "persistentvolumeclaims"),
         ("create", "deployments.apps"),
         ("create", "inferencedeployments.infercycle.io"),
         ("delete", "inferencedeployments.infercycle.io"),
@@ -193,3 +231,20 @@ def test_the_api_server_grants_exactly_what_the_operator_needs(
         if _can(installed, account, verb, resource, elsewhere)
     ]
     assert not wrong
+
+
+def test_with_namespaces_listed_the_operator_has_rights_only_there(
+    installed: Cluster, namespace: str, restricted_namespace: str, kubectl: Path
+) -> None:
+    rendered = documents(run(kubectl, "kustomize", NAMESPACED_OVERLAY).stdout)
+    account, objects = _bind_for_test(installed, rendered, namespace, watched=restricted_namespace)
+    try:
+        for verb, resource in (("watch", "pods"), ("get", "secrets"), ("patch", "pods")):
+            assert _can(installed, account, verb, resource, restricted_namespace), resource
+            assert not _can(installed, account, verb, resource, "default"), resource
+        assert _can(installed, account, "watch", "recyclepolicies.infercycle.io", "default")
+        assert _can(installed, account, "list", "namespaces", "default")
+        assert _can(installed, account, "create", "leases.coordination.k8s.io", namespace)
+        assert not _can(installed, account, "create", "leases.coordination.k8s.io", "default")
+    finally:
+        _unbind(installed, objects)
