@@ -67,7 +67,9 @@ def _metadata(
 
 
 def server_container_name(spec: InferenceDeploymentSpec) -> str:
-    containers = spec.template.get("spec", {}).get("containers") or []
+    """The server container's name; empty for an attached workload that names none (each
+    pod's first container is the server then)."""
+    containers = (spec.template or {}).get("spec", {}).get("containers") or []
     if spec.server_container:
         return spec.server_container
     if containers:
@@ -137,7 +139,7 @@ def _agent_container(spec: InferenceDeploymentSpec, image: str, mount_path: str)
 
 def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> Manifest:
     """The user's template plus our labels, the session volume and the agent sidecar."""
-    template = copy.deepcopy(spec.template)
+    template = copy.deepcopy(spec.template or {})
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {
         **(metadata.get("labels") or {}),
@@ -170,10 +172,7 @@ def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> 
         volumes.append({"name": "agent-tmp", "emptyDir": {"sizeLimit": "64Mi"}})
         # The token is mounted root-owned with mode 0440: the agent reads it through its group.
         pod_spec.setdefault("securityContext", {}).setdefault("fsGroup", AGENT_UID)
-        if (
-            RestartStrategy(spec.restart_strategy or RestartStrategy.IN_PLACE)
-            is RestartStrategy.IN_PLACE
-        ):
+        if spec.strategy is RestartStrategy.IN_PLACE:
             pod_spec["shareProcessNamespace"] = True
     return template
 
@@ -187,7 +186,7 @@ def stateful_set(
         "kind": "StatefulSet",
         "metadata": _metadata(name, namespace, owner),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.desired_replicas,
             "serviceName": headless_service_name(name),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(name)},
@@ -217,7 +216,7 @@ def stateful_set(
 def _service_ports(spec: InferenceDeploymentSpec) -> list[Manifest]:
     server = server_container_name(spec)
     ports: list[Manifest] = []
-    for container in spec.template.get("spec", {}).get("containers") or []:
+    for container in (spec.template or {}).get("spec", {}).get("containers") or []:
         if container.get("name") != server:
             continue
         for index, port in enumerate(container.get("ports") or []):
@@ -265,7 +264,7 @@ def disruption_budget(
     name: str, namespace: str, uid: str, spec: InferenceDeploymentSpec, policy: EffectivePolicy
 ) -> Manifest:
     """Protects the fleet from every voluntary disruption, ours included."""
-    max_unavailable = policy.disruption.max_unavailable_for(max(spec.replicas, 1))
+    max_unavailable = policy.disruption.max_unavailable_for(max(spec.desired_replicas, 1))
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
