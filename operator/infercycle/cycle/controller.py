@@ -264,6 +264,7 @@ class FleetController:
                     disruption=policy.disruption,
                     paused=bool(spec.paused),
                     dry_run=dry_run,
+                    noun="groups" if context.grouped else "pods",
                 )
                 recycling = await self._act_on_plan(context, state, evaluation, plan, dry_run, now)
             elif any(j.degraded for j in judgements):

@@ -188,10 +188,9 @@ def build_status(
     assert context.policy is not None
     generation = context.generation
     replicas = context.desired
-    grouped = context.target is not None and context.target.group_size is not None
     units = context.units
     ready = ready_units(units)
-    what = "groups" if grouped else "pods"
+    what = "groups" if context.grouped else "pods"
     degraded = [pod.name for pod in context.pods if _degraded(evaluation, pod)]
     drainable = drainable_condition(context, units)
     metrics = evaluation.metrics

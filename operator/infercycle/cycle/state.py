@@ -110,6 +110,11 @@ class DeploymentContext:
         return units_of(self.pods, self.target.group_size if self.target else None)
 
     @property
+    def grouped(self) -> bool:
+        """Units are LeaderWorkerSet groups."""
+        return self.target is not None and self.target.group_size is not None
+
+    @property
     def desired(self) -> int:
         """Desired units: the owned StatefulSet's replicas or the target's."""
         if self.target is not None:
