@@ -5,6 +5,8 @@
     │   │                                       names the field and the fix
     │   ├── PolicyError                         a merged policy (RecyclePolicy + deployment)
     │   ├── TraceError                          a replay trace line
+    │   ├── TargetError                         an attached workload (targetRef) is missing
+    │   │                                       or cannot be judged
     │   └── AgentConfigError                    the agent's flags or environment
     ├── KubeError                               a Kubernetes API call failed
     │   └── ConflictError                       the object changed since it was read (HTTP 409)
@@ -40,6 +42,7 @@ __all__ = [
     "PolicyError",
     "PrometheusError",
     "PrometheusUnreachable",
+    "TargetError",
     "TraceError",
 ]
 
@@ -58,6 +61,10 @@ class PolicyError(InvalidInputError):
 
 class TraceError(InvalidInputError):
     """A replay trace that cannot be replayed; the message says where and what."""
+
+
+class TargetError(InvalidInputError):
+    """The workload a deployment attaches to cannot be used; the message names it and the fix."""
 
 
 class AgentConfigError(InvalidInputError):

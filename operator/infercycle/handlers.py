@@ -15,7 +15,6 @@ import kopf
 from infercycle import fleet_metrics as metrics
 from infercycle.api.resources import GROUP, VERSION, InferenceDeploymentSpec
 from infercycle.cycle.controller import FleetController
-from infercycle.cycle.state import DEPLOYMENT_LABEL
 from infercycle.kube import workload
 from infercycle.kube.lease import LeaseElector
 
@@ -108,8 +107,10 @@ def deployment_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: An
         registry.deployments[(namespace, name)] = dict(body)
 
 
-@kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods")
 def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Every pod of the watched namespaces: owned pods are found by their deployment label,
+    attached ones by their workload's selector, which may change at any time."""
     if _watched(memo, body.metadata.namespace):
         _controller(memo).registry.put_pod(dict(body), deleted=type == "DELETED")
 

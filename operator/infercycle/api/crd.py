@@ -17,6 +17,9 @@ import yaml
 from infercycle.api.resources import (
     CEL_RULE_CHECKS,
     GROUP,
+    GROUPS_RECREATE,
+    REPLICAS_WITH_TEMPLATE,
+    TEMPLATE_OR_TARGET,
     VERSION,
     InferenceDeploymentSpec,
     InferenceDeploymentStatus,
@@ -39,20 +42,47 @@ _MODEL_VALIDATIONS: dict[str, list[dict[str, str]]] = {
     "InferenceDeploymentSpec": [
         {
             "rule": "!has(self.disruption) || !has(self.disruption.minAvailable) || "
-            "type(self.disruption.minAvailable) != int || self.replicas == 0 || "
-            "self.disruption.minAvailable < self.replicas",
+            "type(self.disruption.minAvailable) != int || !has(self.replicas) || "
+            "self.replicas == 0 || self.disruption.minAvailable < self.replicas",
             "message": "disruption.minAvailable must be below replicas, or no pod could ever "
             "be recycled; lower minAvailable or add replicas",
             "fieldPath": ".disruption.minAvailable",
             "reason": "FieldValueInvalid",
         },
         {
-            "rule": "has(self.template.spec) && has(self.template.spec.containers) && "
-            "size(self.template.spec.containers) > 0",
+            "rule": "!has(self.template) || (has(self.template.spec) && "
+            "has(self.template.spec.containers) && size(self.template.spec.containers) > 0)",
             "message": "template.spec.containers must list the inference server container",
             "fieldPath": ".template",
             "reason": "FieldValueRequired",
         },
+        {
+            "rule": "has(self.template) != has(self.targetRef)",
+            "message": TEMPLATE_OR_TARGET,
+        },
+        {
+            "rule": "!has(self.template) || has(self.replicas)",
+            "message": REPLICAS_WITH_TEMPLATE,
+            "fieldPath": ".replicas",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.targetRef) || self.targetRef.kind != 'LeaderWorkerSet' || "
+            "!has(self.restartStrategy) || self.restartStrategy == 'Recreate'",
+            "message": GROUPS_RECREATE,
+            "fieldPath": ".restartStrategy",
+            "reason": "FieldValueInvalid",
+        },
+    ],
+    "TargetReference": [
+        {
+            "rule": "(self.kind == 'LeaderWorkerSet') == "
+            "(self.apiVersion == 'leaderworkerset.x-k8s.io/v1')",
+            "message": "targetRef.apiVersion must be apps/v1 for Deployment and StatefulSet, "
+            "leaderworkerset.x-k8s.io/v1 for LeaderWorkerSet",
+            "fieldPath": ".apiVersion",
+            "reason": "FieldValueInvalid",
+        }
     ],
 }
 
@@ -135,7 +165,8 @@ def _root(spec: Schema, status: Schema | None) -> Schema:
 
 POD_TEMPLATE_SCHEMA: Schema = {
     "type": "object",
-    "description": "Pod template (a core/v1 PodTemplateSpec) of the inference server.",
+    "description": "Pod template (a core/v1 PodTemplateSpec) of the inference server: the "
+    "operator owns a StatefulSet made from it. Exactly one of template and targetRef.",
     "x-kubernetes-preserve-unknown-fields": True,
     "properties": {
         "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
@@ -199,7 +230,13 @@ def inference_deployment_crd() -> Schema:
                         },
                     },
                     "additionalPrinterColumns": [
-                        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                        {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+                        {
+                            "name": "Target",
+                            "type": "string",
+                            "priority": 1,
+                            "jsonPath": ".spec.targetRef.name",
+                        },
                         {
                             "name": "Ready",
                             "type": "string",

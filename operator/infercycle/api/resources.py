@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from infercycle.api.base import ApiModel
 from infercycle.api.servers import ServerKind
@@ -26,6 +26,16 @@ MAX_POD_SUMMARIES = 64
 # Every recycle allowed in an hour must fit: the per-hour budget is counted from it.
 MAX_HISTORY = MAX_RECYCLES_PER_HOUR
 MAX_REASONS = 8
+
+TEMPLATE_OR_TARGET = (
+    "set exactly one of spec.template (the operator owns the workload) and spec.targetRef "
+    "(attach to an existing Deployment, StatefulSet or LeaderWorkerSet)"
+)
+REPLICAS_WITH_TEMPLATE = "spec.replicas is required with spec.template"
+GROUPS_RECREATE = (
+    "spec.restartStrategy must be Recreate for a LeaderWorkerSet target: a group is restarted "
+    "as one unit by recreating it"
+)
 
 CEL_RULE_CHECKS: list[dict[str, str]] = [
     {
@@ -127,19 +137,74 @@ class AgentSpec(ApiModel):
     ] = None
 
 
+class TargetKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    LEADER_WORKER_SET = "LeaderWorkerSet"
+
+
+TARGET_API_VERSIONS: dict[TargetKind, str] = {
+    TargetKind.DEPLOYMENT: "apps/v1",
+    TargetKind.STATEFUL_SET: "apps/v1",
+    TargetKind.LEADER_WORKER_SET: "leaderworkerset.x-k8s.io/v1",
+}
+
+
+class TargetReference(ApiModel):
+    """An existing workload in the deployment's namespace whose pods are judged and recycled;
+    the operator never changes its spec."""
+
+    api_version: Annotated[
+        Literal["apps/v1", "leaderworkerset.x-k8s.io/v1"],
+        Field(
+            description="apps/v1 for Deployment and StatefulSet, leaderworkerset.x-k8s.io/v1 "
+            "for LeaderWorkerSet."
+        ),
+    ]
+    kind: Annotated[TargetKind, Field(description="Deployment, StatefulSet or LeaderWorkerSet.")]
+    name: Annotated[
+        str, Field(max_length=253, description="The workload's name, in this namespace.")
+    ]
+
+    @model_validator(mode="after")
+    def _api_version_of_kind(self) -> TargetReference:
+        wanted = TARGET_API_VERSIONS[TargetKind(self.kind)]
+        if self.api_version != wanted:
+            msg = f"targetRef.apiVersion must be {wanted} for kind {self.kind}"
+            raise ValueError(msg)
+        return self
+
+
 class PolicyReference(ApiModel):
     name: Annotated[str, Field(max_length=253, description="A RecyclePolicy's name.")]
 
 
 class InferenceDeploymentSpec(ApiModel):
-    replicas: Annotated[int, Field(ge=0, le=10000, description="Desired serving pods.")]
-    template: Annotated[
-        dict[str, Any],
+    replicas: Annotated[
+        int | None,
         Field(
-            description="Pod template (a core/v1 PodTemplateSpec) of the inference server.",
+            ge=0,
+            le=10000,
+            description="Desired serving pods (with template; the target's own replica count "
+            "counts with targetRef).",
+        ),
+    ] = None
+    template: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="Pod template (a core/v1 PodTemplateSpec) of the inference server: the "
+            "operator owns a StatefulSet made from it. Exactly one of template and targetRef.",
             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         ),
-    ]
+    ] = None
+    target_ref: Annotated[
+        TargetReference | None,
+        Field(
+            description="An existing Deployment, StatefulSet or LeaderWorkerSet to attach to: "
+            "its pods are judged and recycled, its spec is never changed. Exactly one of "
+            "template and targetRef.",
+        ),
+    ] = None
     server_container: Annotated[
         str | None,
         Field(
@@ -170,6 +235,38 @@ class InferenceDeploymentSpec(ApiModel):
     paused: Annotated[
         bool | None, Field(description="Stop recycling this deployment until set back to false.")
     ] = None
+
+    @model_validator(mode="after")
+    def _template_or_target(self) -> InferenceDeploymentSpec:
+        if (self.template is None) == (self.target_ref is None):
+            raise ValueError(TEMPLATE_OR_TARGET)
+        if self.template is not None and self.replicas is None:
+            raise ValueError(REPLICAS_WITH_TEMPLATE)
+        if (
+            self.target_ref is not None
+            and self.target_ref.kind == TargetKind.LEADER_WORKER_SET
+            and self.restart_strategy == RestartStrategy.IN_PLACE
+        ):
+            raise ValueError(GROUPS_RECREATE)
+        return self
+
+    @property
+    def attached(self) -> bool:
+        """The pods belong to a workload the user manages (``targetRef``)."""
+        return self.target_ref is not None
+
+    @property
+    def strategy(self) -> RestartStrategy:
+        """InPlace by default for owned pods (the agent is injected); Recreate by default for
+        attached ones (InPlace needs the agent sidecar the user adds)."""
+        if self.restart_strategy is not None:
+            return RestartStrategy(self.restart_strategy)
+        return RestartStrategy.RECREATE if self.attached else RestartStrategy.IN_PLACE
+
+    @property
+    def desired_replicas(self) -> int:
+        """The owned StatefulSet's replicas; attached deployments take the target's count."""
+        return self.replicas or 0
 
     def policy_layer(self) -> RecyclePolicySpec:
         """This deployment's own health, disruption and recycle fields as a policy layer."""

@@ -345,6 +345,20 @@ class LabelSelector(ApiModel):
                 return False
         return True
 
+    def to_query(self) -> str:
+        """The selector in the form of the API's ``labelSelector`` parameter."""
+        parts = [f"{key}={value}" for key, value in sorted((self.match_labels or {}).items())]
+        for requirement in self.match_expressions or ():
+            values = ",".join(requirement.values or [])
+            parts.append(
+                {
+                    "In": f"{requirement.key} in ({values})",
+                    "NotIn": f"{requirement.key} notin ({values})",
+                    "Exists": requirement.key,
+                }.get(requirement.operator, f"!{requirement.key}")
+            )
+        return ",".join(parts)
+
 
 class RecyclePolicySpec(ApiModel):
     """Cluster-wide defaults, chosen by ``policyRef`` or by selectors."""

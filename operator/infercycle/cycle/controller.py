@@ -22,7 +22,7 @@ from infercycle.api.units import from_timestamp
 from infercycle.cycle import evaluation as evaluating
 from infercycle.cycle import inputs
 from infercycle.cycle.agents import AgentConnections
-from infercycle.cycle.children import reconcile_children
+from infercycle.cycle.children import attach_children, reconcile_children
 from infercycle.cycle.execution import Executor
 from infercycle.cycle.ports import AgentConnector
 from infercycle.cycle.reporting import (
@@ -44,11 +44,11 @@ from infercycle.cycle.state import (
     Registry,
 )
 from infercycle.health.engine import HealthEngine
-from infercycle.kube.api import KubeApi, pod_state
-from infercycle.kube.workload import server_container_name
+from infercycle.kube.api import KubeApi
 from infercycle.prom.reader import FleetSnapshot, PrometheusReader, range_series
 from infercycle.recycle.fleet import PastRecycle, PodJudgement, PodState
 from infercycle.recycle.planner import Guard, Plan, plan_recycle
+from infercycle.recycle.units import judge_units
 from infercycle.settings import OperatorSettings
 
 log = logging.getLogger("infercycle.cycle")
@@ -72,11 +72,6 @@ def _past(record: RecycleRecord) -> PastRecycle:
     )
 
 
-def _read_pod(context: DeploymentContext, raw: dict[str, Any]) -> PodState:
-    server = server_container_name(context.spec) if context.spec is not None else ""
-    return pod_state(raw, server)
-
-
 class FleetController:
     def __init__(
         self,
@@ -95,7 +90,9 @@ class FleetController:
         self.clock = clock
         self.reporter = Reporter(kube, clock)
         connect = agents or AgentConnections(kube, settings.agent_timeout_s)
-        self.executor = Executor(kube, connect, self.reporter, _read_pod, clock)
+        self.executor = Executor(
+            kube, connect, self.reporter, lambda c, name: inputs.read_unit(kube, c, name), clock
+        )
         self.last_cycle_at: float | None = None
         self._requests_reported = 0
         # Whether this replica may act (hold the leader Lease). A standby still evaluates every
@@ -105,11 +102,15 @@ class FleetController:
     # -- children and forgetting -------------------------------------------------------------
 
     def reconcile_children(self, body: dict[str, Any]) -> None:
-        """Keep the owned objects in sync (``PolicyError``/``ValueError`` on a bad spec)."""
+        """Keep the owned objects in sync (``PolicyError``/``ValueError`` on a bad spec); an
+        attached deployment owns no workload, only the agent token its sidecars mount."""
         spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
         policy = inputs.resolve(
             self.registry, body, spec, cycle_interval_s=self.settings.cycle_interval_s
         )
+        if spec.attached:
+            attach_children(self.kube, body, spec)
+            return
         wanted = reconcile_children(self.kube, body, spec, policy, self.settings.agent_image)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         state = self.states.get(key)
@@ -176,8 +177,22 @@ class FleetController:
             self.settings.prometheus_url,
         )
 
+    async def read_targets(self) -> None:
+        """Read the workload of every attached deployment, once per cycle."""
+        for key, body in list(self.registry.deployments.items()):
+            try:
+                spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+            except ValueError:
+                continue  # the context reports the invalid spec
+            if spec.target_ref is None:
+                self.registry.targets.pop(key, None)
+                continue
+            lookup = await asyncio.to_thread(inputs.read_target, self.kube, key, spec)
+            self.registry.targets[key] = lookup
+
     async def run_cycle(self) -> FleetSnapshot | None:
         started = time.perf_counter()
+        await self.read_targets()
         contexts = inputs.contexts(self.registry, self.settings.cycle_interval_s)
         queries, snapshot = await self.prepare(contexts)
         if snapshot is not None:
@@ -218,7 +233,7 @@ class FleetController:
         if context.policy is None or context.spec is None:
             message = context.error or "invalid"
             state = self.states.get(context.key)
-            await self.reporter.event_once(body, state, warning("PolicyInvalid", message))
+            await self.reporter.event_once(body, state, warning(context.error_reason, message))
             current = dict(body.get("status") or {})
             status = invalid_status(current, message, now, context.generation)
             await self.reporter.write_status(context, state, status, now)
@@ -234,11 +249,15 @@ class FleetController:
         dry_run = policy.dry_run or self.settings.dry_run
         plan: Plan | None = None
         recycling = IDLE
+        await self.executor.admit(context)
         if (body.get("status") or {}).get("operation"):
             recycling = await self.executor.advance(context, state, evaluation)
         else:
             await self.executor.undrain_orphans(context)
-            judgements = [self._judgement(evaluation, pod) for pod in context.pods]
+            units = context.units
+            judgements = judge_units(
+                units, [self._judgement(evaluation, pod) for pod in context.pods]
+            )
             if evaluation.metrics.available:
                 history = [
                     RecycleRecord.model_validate(r)
@@ -246,13 +265,14 @@ class FleetController:
                 ]
                 plan = plan_recycle(
                     now=now,
-                    replicas=spec.replicas,
-                    pods=context.pods,
+                    replicas=context.desired,
+                    pods=units,
                     judgements=judgements,
                     history=[_past(record) for record in history],
                     disruption=policy.disruption,
                     paused=bool(spec.paused),
                     dry_run=dry_run,
+                    noun="groups" if context.grouped else "pods",
                 )
                 recycling = await self._act_on_plan(context, state, evaluation, plan, dry_run, now)
             elif any(j.degraded for j in judgements):
@@ -281,7 +301,9 @@ class FleetController:
             now=now,
         )
         await self.reporter.write_status(context, state, status, now)
-        wanted = policy.disruption.max_unavailable_for(max(spec.replicas, 1))
+        if spec.attached:
+            return  # the user's workload: no PodDisruptionBudget of ours to keep in step
+        wanted = policy.disruption.max_unavailable_for(max(spec.desired_replicas, 1))
         if state.pdb_max_unavailable is None:
             state.pdb_max_unavailable = wanted
         elif wanted != state.pdb_max_unavailable:

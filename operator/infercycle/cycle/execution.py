@@ -21,7 +21,6 @@ from infercycle.api.resources import (
     MAX_HISTORY,
     RecycleOperation,
     RecycleRecord,
-    RestartStrategy,
 )
 from infercycle.api.units import from_timestamp
 from infercycle.cycle.ports import AgentConnector, EvictionOutcome, KubePort
@@ -31,6 +30,7 @@ from infercycle.cycle.state import (
     DeploymentState,
     Evaluation,
     RecyclingState,
+    UnitView,
 )
 from infercycle.errors import AgentClientError, ConflictError
 from infercycle.recycle import machine
@@ -43,7 +43,8 @@ log = logging.getLogger("infercycle.cycle")
 # or from Ready through the undrain to verifying, without looping on a confused cluster.
 MAX_STEPS_PER_CYCLE = 6
 
-PodReader = Callable[[DeploymentContext, dict[str, Any]], PodState]
+# Reads the unit under recycle fresh from the API (``inputs.read_unit`` over the KubePort).
+UnitReader = Callable[[DeploymentContext, str], UnitView]
 
 
 def reason_label(reasons: tuple[str, ...] | list[str]) -> str:
@@ -60,13 +61,13 @@ class Executor:
         kube: KubePort,
         agents: AgentConnector,
         reporter: Reporter,
-        read_pod: PodReader,
+        read_unit: UnitReader,
         clock: Callable[[], float],
     ) -> None:
         self._kube = kube
         self._agents = agents
         self._reporter = reporter
-        self._pod_state = read_pod
+        self._read_unit = read_unit
         self._clock = clock
 
     # -- starting ----------------------------------------------------------------------------
@@ -83,7 +84,7 @@ class Executor:
     ) -> RecyclingState:
         """Persist the first move of the recycle the planner chose, then advance it."""
         assert context.spec is not None
-        strategy = RestartStrategy(context.spec.restart_strategy or RestartStrategy.IN_PLACE)
+        strategy = context.spec.strategy
         move = machine.start(candidate.pod, candidate.reasons, strategy, now, dry_run=dry_run)
         namespace, name = context.key
         if move.finishes:  # dry-run: the decision is recorded, nothing is done
@@ -125,19 +126,18 @@ class Executor:
             if expected is not None and op != expected:
                 # Someone else wrote the operation since our last move: our outcome is not theirs.
                 outcome = None
-            live = await asyncio.to_thread(self._kube.read_pod, namespace, op.pod)
-            pod = self._pod_state(context, live) if live is not None else None
-            verdict = evaluation.verdict(pod) if pod is not None else None
+            view = await asyncio.to_thread(self._read_unit, context, op.pod)
+            pod = view.unit
             metrics_ok = evaluation.metrics.available
             seen = machine.Observation(
                 pod=pod,
                 requests_running=evaluation.requests_running_on(op.pod),
-                degraded=(verdict.degraded if verdict is not None else None)
-                if metrics_ok
-                else None,
+                degraded=evaluation.degraded(pod) if metrics_ok and pod is not None else None,
                 agent_enabled=agent_on,
                 metrics_ok=metrics_ok,
                 outcome=outcome,
+                named=context.named,
+                fleet_ready=view.fleet_ready,
             )
             now = self._clock()
             move = machine.next_move(op, seen, timings, now)
@@ -169,7 +169,7 @@ class Executor:
         if move.finishes:
             # Undrain first, so a crash here can never leave the pod out of service.
             if move.action is Action.UNDRAIN and pod is not None:
-                await asyncio.to_thread(self._kube.set_serving, namespace, op.pod, pod.uid, True)
+                await self._serve(context, op.pod, pod.uid, serving=True)
             if not await self.persist(context, None, move.record, clear=True, fresh=fresh):
                 return None, False
             if move.record is not None:
@@ -194,13 +194,11 @@ class Executor:
         if action is Action.NONE:
             return None, current != op
         if action is Action.DRAIN:
-            await asyncio.to_thread(
-                self._kube.set_serving, namespace, current.pod, current.uid, False
-            )
+            await self._serve(context, current.pod, current.uid, serving=False)
             return None, False
         if action is Action.UNDRAIN:
             uid = pod.uid if pod is not None else current.new_uid or current.uid
-            await asyncio.to_thread(self._kube.set_serving, namespace, current.pod, uid, True)
+            await self._serve(context, current.pod, uid, serving=True)
             return ActionOutcome(Action.UNDRAIN, ok=True), True
         if action is Action.CHECKPOINT:
             return await self._checkpoint(context, pod), True
@@ -254,7 +252,28 @@ class Executor:
             return ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error=str(error))
         return ActionOutcome(Action.RESTART_IN_PLACE, ok=True)
 
+    async def _serve(
+        self, context: DeploymentContext, pod: str, uid: str, *, serving: bool
+    ) -> bool:
+        """Drain or undrain one pod: the serving label of an owned pod, the readiness gate
+        condition of an attached one."""
+        namespace = context.key[0]
+        if context.attached:
+            return await asyncio.to_thread(
+                self._kube.set_readiness_gate, namespace, pod, uid, serving
+            )
+        return await asyncio.to_thread(self._kube.set_serving, namespace, pod, uid, serving)
+
     # -- between recycles --------------------------------------------------------------------
+
+    async def admit(self, context: DeploymentContext) -> None:
+        """An attached pod with the readiness gate is not Ready until its gate condition is set:
+        set it on every new pod, recycles in flight or not, so rollouts and recreated pods
+        come into service as they would without the gate."""
+        for pod in context.pods:
+            if pod.awaiting_gate and not pod.terminating:
+                log.info("admitting pod %s/%s through its readiness gate", context.key[0], pod.name)
+                await self._serve(context, pod.name, pod.uid, serving=True)
 
     async def undrain_orphans(self, context: DeploymentContext) -> None:
         """No operation holds a pod drained between recycles: put strays back in service."""
@@ -262,7 +281,7 @@ class Executor:
         for pod in context.pods:
             if not pod.serving and not pod.terminating:
                 log.info("returning drained pod %s/%s to service", namespace, pod.name)
-                await asyncio.to_thread(self._kube.set_serving, namespace, pod.name, pod.uid, True)
+                await self._serve(context, pod.name, pod.uid, serving=True)
                 await self._reporter.event(
                     context.body,
                     normal(

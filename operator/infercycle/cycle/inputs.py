@@ -14,14 +14,26 @@ from typing import Any
 from pydantic import ValidationError
 
 from infercycle.api.resolver import resolve_policy
-from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.resources import InferenceDeploymentSpec, RestartStrategy
 from infercycle.api.selection import choose_policy
-from infercycle.api.spec import RecyclePolicySpec
+from infercycle.api.spec import LabelSelector, RecyclePolicySpec
 from infercycle.api.values import EffectivePolicy
-from infercycle.cycle.state import DeploymentContext, DeploymentKey, QuerySet, Registry
-from infercycle.errors import InvalidInputError, PolicyError
-from infercycle.kube.api import pod_state
+from infercycle.cycle.ports import KubePort
+from infercycle.cycle.state import (
+    DEPLOYMENT_LABEL,
+    DeploymentContext,
+    DeploymentKey,
+    QuerySet,
+    Registry,
+    TargetLookup,
+    UnitView,
+)
+from infercycle.errors import InvalidInputError, PolicyError, TargetError
+from infercycle.kube.api import KubeApi, pod_state
+from infercycle.kube.targets import api_path, target_of
 from infercycle.kube.workload import agent_enabled, server_container_name
+from infercycle.recycle.fleet import Target
+from infercycle.recycle.units import ready_units, units_of
 
 log = logging.getLogger("infercycle.cycle")
 HANDLED_ANNOTATION = "infercycle.io/last-handled-configuration"
@@ -92,11 +104,76 @@ def context_for(
         error = f"spec is invalid: {first_error(problem)}"
     except InvalidInputError as problem:
         error = str(problem)
+    target: Target | None = None
+    reason = "PolicyInvalid"
+    if spec is not None and spec.target_ref is not None and error is None:
+        lookup = registry.targets.get(key) or TargetLookup(None, "the target was not read yet")
+        target = lookup.target
+        if target is None:
+            error = f"spec.targetRef: {lookup.error}"
+            reason = "TargetUnavailable"
     server = server_container_name(spec) if spec else ""
-    pods = registry.pods.get(key, {})
-    states = tuple(pod_state(pods[name], server) for name in sorted(pods))
-    sessions = spec is not None and agent_enabled(spec) and spec.session_store is not None
-    return DeploymentContext(key, body, spec, policy, error, states, sessions)
+    attached = spec is not None and spec.attached
+    if target is not None:
+        pods = registry.pods_matching(key[0], target.selector)
+    elif attached:
+        pods = {}
+    else:
+        pods = registry.pods_matching(
+            key[0], LabelSelector(match_labels={DEPLOYMENT_LABEL: key[1]})
+        )
+    states = tuple(pod_state(pods[name], server, attached=attached) for name in sorted(pods))
+    return DeploymentContext(
+        key, body, spec, policy, error, states, checkpoints(spec), target, reason
+    )
+
+
+def checkpoints(spec: InferenceDeploymentSpec | None) -> bool:
+    """Whether a recycle asks the agent for a checkpoint: an owned deployment's agent writes it
+    to the session volume; an attached one's only where the user added the agent (InPlace)."""
+    if spec is None or not agent_enabled(spec):
+        return False
+    if spec.attached:
+        return spec.strategy is RestartStrategy.IN_PLACE
+    return spec.session_store is not None
+
+
+def read_target(kube: KubeApi, key: DeploymentKey, spec: InferenceDeploymentSpec) -> TargetLookup:
+    """Read an attached deployment's workload; what is wrong with it becomes ``error``."""
+    ref = spec.target_ref
+    assert ref is not None
+    try:
+        body = kube.read_object(key[0], api_path(ref), ref.name)
+    except Exception as error:
+        return TargetLookup(None, f"{ref.kind}/{ref.name} could not be read: {error}")
+    if body is None:
+        return TargetLookup(
+            None,
+            f"{ref.kind} {ref.name!r} does not exist in namespace {key[0]} (or its API "
+            f"{ref.api_version} is not served); create it or correct targetRef",
+        )
+    try:
+        return TargetLookup(target_of(ref, body))
+    except TargetError as error:
+        return TargetLookup(None, str(error))
+
+
+def read_unit(kube: KubePort, context: DeploymentContext, name: str) -> UnitView:
+    """Read one unit fresh from the API: a pod by name, or a group's members by its labels;
+    for an attached workload also whether all its desired units are Ready."""
+    namespace = context.key[0]
+    server = server_container_name(context.spec) if context.spec else ""
+    target = context.target
+    if target is None:
+        raw = kube.read_pod(namespace, name)
+        return UnitView(pod_state(raw, server) if raw is not None else None)
+    members = [
+        pod_state(raw, server, attached=True)
+        for raw in kube.list_pods(namespace, target.selector.to_query())
+    ]
+    units = units_of(members, target.group_size)
+    unit = next((found for found in units if found.name == name), None)
+    return UnitView(unit, ready_units(units) >= target.desired)
 
 
 def handled(body: dict[str, Any]) -> bool:

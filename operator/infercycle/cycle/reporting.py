@@ -37,11 +37,13 @@ from infercycle.health.engine import Verdict
 from infercycle.recycle.fleet import PodState
 from infercycle.recycle.machine import Event, EventType
 from infercycle.recycle.planner import Plan
+from infercycle.recycle.units import ready_units
 
 log = logging.getLogger("infercycle.cycle")
 STATUS_REFRESH_S = 300.0
 EVENT_REPEAT_S = 600.0
-CONDITION_TYPES = ("Ready", "Degraded", "Recycling", "MetricsAvailable", "Paused")
+CONDITION_TYPES = ("Ready", "Degraded", "Recycling", "MetricsAvailable", "Paused", "Drainable")
+SERVING_GATE_LINE = "readinessGates: [{conditionType: infercycle.io/serving}]"
 
 
 def set_condition(
@@ -185,9 +187,12 @@ def build_status(
     assert context.spec is not None
     assert context.policy is not None
     generation = context.generation
-    replicas = context.spec.replicas
-    ready = sum(1 for pod in context.pods if pod.ready and pod.running)
+    replicas = context.desired
+    units = context.units
+    ready = ready_units(units)
+    what = "groups" if context.grouped else "pods"
     degraded = [pod.name for pod in context.pods if _degraded(evaluation, pod)]
+    drainable = drainable_condition(context, units)
     metrics = evaluation.metrics
     conditions = parse_conditions(current.get("conditions") or [])
     for type_, status, reason, message in (
@@ -195,7 +200,7 @@ def build_status(
             "Ready",
             ready >= replicas,
             "Reconciled" if ready >= replicas else "ReplicasNotReady",
-            f"{ready}/{replicas} pods ready",
+            f"{ready}/{replicas} {what} ready",
         ),
         (
             "Degraded",
@@ -206,6 +211,7 @@ def build_status(
         ("Recycling", recycling.active, recycling.reason, recycling.message),
         ("MetricsAvailable", metrics.available, metrics.reason, metrics.message),
         ("Paused", pause.paused, pause.reason, pause.message),
+        ("Drainable", *drainable),
     ):
         conditions = set_condition(
             conditions,
@@ -223,10 +229,37 @@ def build_status(
         replicas=len(context.pods),
         ready_replicas=ready,
         degraded_replicas=len(degraded),
-        selector=f"{DEPLOYMENT_LABEL}={context.key[1]}",
+        selector=context.target.selector.to_query()
+        if context.target is not None
+        else f"{DEPLOYMENT_LABEL}={context.key[1]}",
         policy=policy_text[:1024],
         pods=pod_summaries(state, context.pods, evaluation, now),
         last_evaluation=to_timestamp(now),
+    )
+
+
+def drainable_condition(
+    context: DeploymentContext, units: Sequence[PodState]
+) -> tuple[bool, str, str]:
+    """The ``Drainable`` condition: how pods leave service before a restart, or that some
+    cannot, and the one line that fixes it."""
+    if not context.attached:
+        return True, "ServiceLabel", "pods leave the client Service through their serving label"
+    missing = sorted(unit.name for unit in units if not unit.drainable)
+    if not missing:
+        return (
+            True,
+            "ReadinessGate",
+            "pods leave their Services through the readiness gate infercycle.io/serving",
+        )
+    target = context.target
+    where = f" of {target.kind}/{target.name}" if target is not None else ""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (
+        False,
+        "ReadinessGateMissing",
+        f"{shown} lack the readiness gate infercycle.io/serving: they are recycled by eviction "
+        f"without a drain. Add `{SERVING_GATE_LINE}` to the pod template{where}",
     )
 
 

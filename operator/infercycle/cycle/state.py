@@ -13,40 +13,60 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infercycle.api.resources import InferenceDeploymentSpec
+from infercycle.api.spec import LabelSelector
 from infercycle.api.values import EffectivePolicy
 from infercycle.health.engine import HealthEngine, PodKey, Verdict
-from infercycle.recycle.fleet import PodState
+from infercycle.recycle.fleet import PodState, Target
+from infercycle.recycle.units import units_of
 
 DeploymentKey = tuple[str, str]  # (namespace, name)
 DEPLOYMENT_LABEL = "infercycle.io/deployment"
 
 
+@dataclass(frozen=True, slots=True)
+class TargetLookup:
+    """An attached deployment's workload as last read, or why it cannot be used."""
+
+    target: Target | None
+    error: str | None = None
+
+
 @dataclass
 class Registry:
-    """What the watches have seen; handlers keep it current, the cycle only reads it."""
+    """What the watches have seen; handlers keep it current, the cycle only reads it.
+
+    Pods are kept per namespace, so a deployment finds its own by a selector: the
+    ``infercycle.io/deployment`` label of the pods it owns, or the selector of the workload it
+    attaches to (read each cycle into ``targets``)."""
 
     deployments: dict[DeploymentKey, dict[str, Any]] = field(default_factory=dict)
-    pods: dict[DeploymentKey, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    pods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    targets: dict[DeploymentKey, TargetLookup] = field(default_factory=dict)
 
     def put_pod(self, pod: dict[str, Any], deleted: bool) -> None:
         metadata = pod.get("metadata") or {}
-        owner = (metadata.get("labels") or {}).get(DEPLOYMENT_LABEL)
-        if not owner:
-            return
-        key = (metadata.get("namespace", ""), owner)
-        pods = self.pods.setdefault(key, {})
+        pods = self.pods.setdefault(metadata.get("namespace", ""), {})
+        name = metadata.get("name", "")
         if deleted:
-            current = pods.get(metadata.get("name", ""))
+            current = pods.get(name)
             if current is not None and current["metadata"].get("uid") == metadata.get("uid"):
-                pods.pop(metadata.get("name", ""), None)
+                pods.pop(name, None)
         else:
-            pods[metadata.get("name", "")] = pod
+            pods[name] = pod
+
+    def pods_matching(self, namespace: str, selector: LabelSelector) -> dict[str, dict[str, Any]]:
+        """The namespace's pods the selector finds, by name."""
+        return {
+            name: pod
+            for name, pod in self.pods.get(namespace, {}).items()
+            if selector.matches((pod.get("metadata") or {}).get("labels") or {})
+        }
 
     def forget(self, key: DeploymentKey) -> None:
         self.deployments.pop(key, None)
-        self.pods.pop(key, None)
+        self.targets.pop(key, None)
 
 
 @dataclass
@@ -73,15 +93,52 @@ class DeploymentContext:
     error: str | None
     pods: tuple[PodState, ...]
     agent_enabled: bool = False  # a recycle agent sidecar and a session volume: checkpoints
+    target: Target | None = None  # the attached workload, as read this cycle
+    error_reason: str = "PolicyInvalid"
 
     @property
     def usable(self) -> bool:
         return self.spec is not None and self.policy is not None
 
     @property
+    def attached(self) -> bool:
+        return self.spec is not None and self.spec.attached
+
+    @property
+    def units(self) -> tuple[PodState, ...]:
+        """What is judged and recycled as one: pods, or LeaderWorkerSet groups."""
+        return units_of(self.pods, self.target.group_size if self.target else None)
+
+    @property
+    def grouped(self) -> bool:
+        """Units are LeaderWorkerSet groups."""
+        return self.target is not None and self.target.group_size is not None
+
+    @property
+    def desired(self) -> int:
+        """Desired units: the owned StatefulSet's replicas or the target's."""
+        if self.target is not None:
+            return self.target.desired
+        return self.spec.desired_replicas if self.spec is not None else 0
+
+    @property
+    def named(self) -> bool:
+        """A recreated unit comes back under its name (everything but a Deployment's pods)."""
+        return self.target is None or self.target.named
+
+    @property
     def generation(self) -> int | None:
         value = (self.body.get("metadata") or {}).get("generation")
         return int(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    """The unit being recycled as the cluster shows it now, and, for an attached workload,
+    whether all its desired units are Ready."""
+
+    unit: PodState | None
+    fleet_ready: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -153,6 +210,14 @@ class Evaluation:
 
     def verdict(self, pod: PodState) -> Verdict | None:
         return self.verdicts.get(pod_key(pod))
+
+    def degraded(self, unit: PodState) -> bool | None:
+        """Whether a unit is condemned: a group when any member is; None without a verdict."""
+        verdicts = [self.verdict(pod) for pod in unit.members or (unit,)]
+        known = [verdict for verdict in verdicts if verdict is not None]
+        if not known:
+            return None
+        return any(verdict.degraded for verdict in known)
 
     def requests_running_on(self, pod: str) -> float | None:
         return self.requests_running.get(pod)

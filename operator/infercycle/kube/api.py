@@ -15,8 +15,10 @@ from kubernetes.client.exceptions import ApiException
 from infercycle import errors
 from infercycle.api.resources import GROUP, VERSION
 from infercycle.cycle.ports import EvictionOutcome
+from infercycle.kube.targets import group_of
 from infercycle.kube.workload import SERVING_LABEL, TOKEN_KEY, Manifest, agent_secret_name
 from infercycle.recycle.fleet import PodState
+from infercycle.recycle.machine import SERVING_GATE
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "infercycle"
@@ -131,6 +133,54 @@ class KubeApi:
             raise
         return True
 
+    def set_readiness_gate(self, namespace: str, pod: str, uid: str, serving: bool) -> bool:
+        """Set the pod's ``infercycle.io/serving`` condition through its status: with the
+        readiness gate in its template, False takes it out of every Service's endpoints.
+        False when that pod UID is gone."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        condition = {
+            "type": SERVING_GATE,
+            "status": "True" if serving else "False",
+            "reason": "Serving" if serving else "Draining",
+            "message": "in service" if serving else "drained by infercycle for a recycle",
+            "lastTransitionTime": now,
+        }
+        patch = {"metadata": {"uid": uid}, "status": {"conditions": [condition]}}
+        self.requests += 1
+        try:
+            self.core.patch_namespaced_pod_status(
+                pod, namespace, patch, _content_type="application/strategic-merge-patch+json"
+            )
+        except ApiException as error:
+            if error.status in (404, 409, 422):
+                return False
+            raise
+        return True
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods a label selector finds, as plain objects."""
+        self.requests += 1
+        response = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False
+        )
+        return list(json.loads(response.data).get("items") or [])
+
+    def read_object(
+        self, namespace: str, api_path: tuple[str, str, str], name: str
+    ) -> dict[str, Any] | None:
+        """Any namespaced object by (group, version, plural); None when it does not exist (or
+        its kind is not served: a LeaderWorkerSet without its CRD)."""
+        group, version, plural = api_path
+        self.requests += 1
+        try:
+            return dict(
+                self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
     def evict(self, namespace: str, pod: str, uid: str) -> EvictionOutcome:
         """Evict through the Eviction API, only this UID: a recreated pod is never touched."""
         body = kubernetes.client.V1Eviction(
@@ -241,12 +291,33 @@ class KubeApi:
             log.warning("event %s on %s not posted: %s", reason, metadata["name"], error.reason)
 
 
-def pod_state(pod: dict[str, Any], server_container: str) -> PodState:
-    """Reduce a pod object to what the decisions read."""
+def pod_state(pod: dict[str, Any], server_container: str, *, attached: bool = False) -> PodState:
+    """Reduce a pod object to what the decisions read.
+
+    An owned pod serves while its serving label says so. An attached pod serves while its
+    ``infercycle.io/serving`` condition is not False, and can be drained only when its template
+    lists that readiness gate; its Ready then includes the gate, so readiness is read from
+    ContainersReady (the pod's own health, whatever the drain)."""
     metadata = pod.get("metadata") or {}
     status = pod.get("status") or {}
+    spec = pod.get("spec") or {}
     labels = metadata.get("labels") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    if not server_container:
+        server_container = str(((spec.get("containers") or [{}])[0]).get("name", ""))
+    gated = any(
+        gate.get("conditionType") == SERVING_GATE for gate in spec.get("readinessGates") or []
+    )
+    if attached:
+        serving = conditions.get(SERVING_GATE) != "False"
+        ready = (conditions.get("ContainersReady") or conditions.get("Ready")) == "True"
+        if not gated:
+            ready = conditions.get("Ready") == "True"
+    else:
+        serving = labels.get(SERVING_LABEL, "true") == "true"
+        ready = conditions.get("Ready") == "True"
+    group, leader = group_of(labels)
+    created = metadata.get("creationTimestamp")
     restarts = 0
     started = status.get("startTime")
     for container in status.get("containerStatuses") or []:
@@ -260,14 +331,19 @@ def pod_state(pod: dict[str, Any], server_container: str) -> PodState:
     return PodState(
         name=metadata.get("name", ""),
         uid=metadata.get("uid", ""),
-        ready=conditions.get("Ready") == "True",
-        serving=labels.get(SERVING_LABEL, "true") == "true",
+        ready=ready,
+        serving=serving,
         running=status.get("phase") == "Running",
         terminating=metadata.get("deletionTimestamp") is not None,
         started_at=started_at,
         restart_count=restarts,
         pod_ip=status.get("podIP"),
-        node=(pod.get("spec") or {}).get("nodeName"),
+        node=spec.get("nodeName"),
+        drainable=gated or not attached,
+        awaiting_gate=attached and gated and SERVING_GATE not in conditions,
+        group=group,
+        leader=leader,
+        created_at=_seconds(created) if created else None,
     )
 
 

@@ -67,7 +67,9 @@ def _metadata(
 
 
 def server_container_name(spec: InferenceDeploymentSpec) -> str:
-    containers = spec.template.get("spec", {}).get("containers") or []
+    """The server container's name; empty for an attached workload that names none (each
+    pod's first container is the server then)."""
+    containers = (spec.template or {}).get("spec", {}).get("containers") or []
     if spec.server_container:
         return spec.server_container
     if containers:
@@ -140,7 +142,7 @@ def _in_place(spec: InferenceDeploymentSpec) -> bool:
 def server_user(spec: InferenceDeploymentSpec) -> tuple[int | None, int | None]:
     """The non-root user and group the server container runs as, when the template says so
     (its own securityContext first, then the pod's); None for root or unknown."""
-    pod_spec = spec.template.get("spec") or {}
+    pod_spec = (spec.template or {}).get("spec") or {}
     pod_context = pod_spec.get("securityContext") or {}
     server = server_container_name(spec)
     context: dict[str, Any] = {}
@@ -180,7 +182,7 @@ def agent_security_context(spec: InferenceDeploymentSpec) -> Manifest:
 
 def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> Manifest:
     """The user's template plus our labels, the session volume and the agent sidecar."""
-    template = copy.deepcopy(spec.template)
+    template = copy.deepcopy(spec.template or {})
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {
         **(metadata.get("labels") or {}),
@@ -213,7 +215,7 @@ def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> 
             }
         )
         volumes.append({"name": "agent-tmp", "emptyDir": {"sizeLimit": "64Mi"}})
-        if _in_place(spec):
+        if spec.strategy is RestartStrategy.IN_PLACE:
             pod_spec["shareProcessNamespace"] = True
         if server_user(spec)[0] is None:
             # Who the server runs as is not said: the agent runs as its own user (with CAP_KILL
@@ -232,7 +234,7 @@ def stateful_set(
         "kind": "StatefulSet",
         "metadata": _metadata(name, namespace, owner),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.desired_replicas,
             "serviceName": headless_service_name(name),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(name)},
@@ -262,7 +264,7 @@ def stateful_set(
 def _service_ports(spec: InferenceDeploymentSpec) -> list[Manifest]:
     server = server_container_name(spec)
     ports: list[Manifest] = []
-    for container in spec.template.get("spec", {}).get("containers") or []:
+    for container in (spec.template or {}).get("spec", {}).get("containers") or []:
         if container.get("name") != server:
             continue
         for index, port in enumerate(container.get("ports") or []):
@@ -310,7 +312,7 @@ def disruption_budget(
     name: str, namespace: str, uid: str, spec: InferenceDeploymentSpec, policy: EffectivePolicy
 ) -> Manifest:
     """Protects the fleet from every voluntary disruption, ours included."""
-    max_unavailable = policy.disruption.max_unavailable_for(max(spec.replicas, 1))
+    max_unavailable = policy.disruption.max_unavailable_for(max(spec.desired_replicas, 1))
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -352,7 +354,7 @@ def agent_network_policy(
     port = agent_port(spec)
     declared: list[Manifest] = []
     seen: set[tuple[int, str]] = set()
-    for container in (spec.template.get("spec") or {}).get("containers") or []:
+    for container in ((spec.template or {}).get("spec") or {}).get("containers") or []:
         if container.get("name") == AGENT_CONTAINER:
             continue
         for item in container.get("ports") or []:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infercycle.api.resources import TargetKind
+from infercycle.api.spec import LabelSelector
+
 
 @dataclass(frozen=True, slots=True)
 class PodState:
@@ -19,6 +22,17 @@ class PodState:
     restart_count: int = 0
     pod_ip: str | None = None
     node: str | None = None
+    # The pod can be drained: owned pods always (the client Service's label); attached pods
+    # only when their template lists the readiness gate ``infercycle.io/serving``.
+    drainable: bool = True
+    # A gated pod whose gate condition was never set: nothing serves it until it is.
+    awaiting_gate: bool = False
+    # The LeaderWorkerSet group a pod belongs to (its leader's name), and whether it leads it.
+    group: str | None = None
+    leader: bool = False
+    created_at: float | None = None
+    # A group as one unit: its members, the leader first (empty for a single pod).
+    members: tuple[PodState, ...] = ()
 
     @property
     def available(self) -> bool:
@@ -45,3 +59,20 @@ class PastRecycle:
     started_at: float
     finished_at: float
     dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The workload an attached InferenceDeployment judges, as read this cycle."""
+
+    kind: TargetKind
+    name: str
+    selector: LabelSelector
+    desired: int  # replicas: pods, or groups for a LeaderWorkerSet
+    group_size: int | None = None  # pods per group (LeaderWorkerSet)
+    generation: int | None = None
+
+    @property
+    def named(self) -> bool:
+        """A recreated pod keeps its name (StatefulSet, LeaderWorkerSet), or not (Deployment)."""
+        return self.kind is not TargetKind.DEPLOYMENT

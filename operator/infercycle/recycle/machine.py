@@ -27,6 +27,8 @@ from infercycle.api.units import from_timestamp, to_timestamp
 from infercycle.api.values import RecycleTimings
 from infercycle.recycle.fleet import PodState
 
+SERVING_GATE = "infercycle.io/serving"
+
 
 class Action(StrEnum):
     NONE = "None"
@@ -79,6 +81,11 @@ class Observation:
     agent_enabled: bool = True
     metrics_ok: bool = True
     outcome: ActionOutcome | None = None
+    # A recreated pod comes back under its own name (StatefulSet pods, LeaderWorkerSet groups);
+    # a Deployment's does not, so its recycle follows the workload instead of the name.
+    named: bool = True
+    # Every desired unit of the workload is Ready (read for unnamed pods).
+    fleet_ready: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +233,19 @@ def next_move(op: RecycleOperation, seen: Observation, timings: RecycleTimings, 
 
 def _drain(op: RecycleOperation, seen: Observation, timings: RecycleTimings, now: float) -> Move:
     assert seen.pod is not None
+    if not seen.pod.drainable:
+        # No way to take it out of its Service: restart it at once rather than wait on traffic
+        # that cannot leave (the Drainable condition tells the user how to add the gate).
+        note = f"{op.pod} has no readiness gate {SERVING_GATE}, so it is not drained"
+        if seen.agent_enabled:
+            return Move(
+                Action.CHECKPOINT,
+                _enter(op, RecycleStep.CHECKPOINTING, now),
+                event=_warning("NotDrained", f"{note}; checkpointing sessions"),
+            )
+        move = _begin_restart(op, now, note)
+        message = move.event.message if move.event else note
+        return replace(move, event=_warning("NotDrained", message))
     if seen.pod.serving:
         return Move(
             Action.DRAIN, op, event=_normal("Draining", f"{op.pod} leaves the client Service")
@@ -314,6 +334,14 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
     waited = _in_step_for(op, now)
     strategy = RestartStrategy(op.strategy)
     if strategy is RestartStrategy.RECREATE:
+        if seen.pod is None and not seen.named:
+            return Move(
+                Action.NONE,
+                _enter(op, RecycleStep.WAITING_READY, now),
+                event=_normal(
+                    "Restarted", f"{op.pod} is gone; waiting until its replacement is Ready"
+                ),
+            )
         if seen.pod is None:
             if waited > timings.ready_timeout_s:
                 message = (
@@ -340,7 +368,14 @@ def _wait_ready(
     op: RecycleOperation, seen: Observation, timings: RecycleTimings, now: float
 ) -> Move:
     pod = seen.pod
-    if pod is not None and pod.ready and pod.running and not pod.terminating:
+    if not seen.named and seen.fleet_ready:
+        # The replacement was never drained: nothing to return to service, verify at once.
+        return Move(
+            Action.NONE,
+            _enter(op, RecycleStep.VERIFYING, now),
+            event=_normal("Ready", f"the replacement of {op.pod} is Ready; verifying"),
+        )
+    if seen.named and pod is not None and pod.ready and pod.running and not pod.terminating:
         return Move(
             Action.UNDRAIN,
             _enter(op, RecycleStep.UNDRAINING, now, new_uid=pod.uid),
@@ -348,8 +383,11 @@ def _wait_ready(
         )
     waited = _in_step_for(op, now)
     if waited > timings.ready_timeout_s:
-        message = f"{op.pod} was not Ready {waited:.0f}s after the restart"
+        what = op.pod if seen.named else f"the replacement of {op.pod}"
+        message = f"{what} was not Ready {waited:.0f}s after the restart"
         return _give_up(op, RecycleResult.FAILED, now, message, undrain=True)
+    if not seen.named:
+        return Move(Action.NONE, op, waiting=f"waiting for the replacement of {op.pod}")
     return Move(Action.NONE, op, waiting=f"waiting for {op.pod} to be Ready")
 
 

@@ -70,8 +70,11 @@ def plan_recycle(
     in_flight: bool = False,
     paused: bool = False,
     dry_run: bool = False,
+    noun: str = "pods",
 ) -> Plan:
-    """The next recycle allowed by every guard, or the guards that refuse it."""
+    """The next recycle allowed by every guard, or the guards that refuse it. ``pods`` are the
+    units recycled as one (LeaderWorkerSet groups, ``noun="groups"``): every budget counts
+    them."""
     by_name = {pod.name: pod for pod in pods}
     degraded = sorted(
         (
@@ -93,7 +96,7 @@ def plan_recycle(
     percent = 100.0 * len(degraded) / fleet_size
     if len(degraded) > 1 and percent > disruption.max_degraded_percent:
         message = (
-            f"{len(degraded)} of {fleet_size} pods ({percent:.0f}%) look degraded, above "
+            f"{len(degraded)} of {fleet_size} {noun} ({percent:.0f}%) look degraded, above "
             f"maxDegradedPercent {disruption.max_degraded_percent}%: a fleet-wide cause is more "
             "likely than a pod fault, so nothing is recycled"
         )
@@ -156,7 +159,7 @@ def plan_recycle(
             holds.append(
                 Hold(
                     Guard.MAX_UNAVAILABLE,
-                    f"{len(unavailable)} pods already unavailable; recycling {pod.name} would "
+                    f"{len(unavailable)} {noun} already unavailable; recycling {pod.name} would "
                     f"exceed maxUnavailable {max_unavailable}",
                     pod.name,
                 )
@@ -167,7 +170,7 @@ def plan_recycle(
             holds.append(
                 Hold(
                     Guard.MIN_AVAILABLE,
-                    f"only {remaining} other pods are ready and serving; minAvailable is "
+                    f"only {remaining} other {noun} are ready and serving; minAvailable is "
                     f"{min_available}",
                     pod.name,
                 )

@@ -3,7 +3,7 @@ from pydantic import ValidationError
 
 from infercycle.api.defaults import DEFAULT_POLICY_SPEC
 from infercycle.api.resolver import PolicyError, merge_policy_specs, resolve_policy
-from infercycle.api.resources import MAX_HISTORY, InferenceDeploymentSpec
+from infercycle.api.resources import MAX_HISTORY, InferenceDeploymentSpec, RestartStrategy
 from infercycle.api.servers import VLLM
 from infercycle.api.spec import DisruptionSpec, HealthSpec, RecyclePolicySpec, SignalRuleSpec
 from infercycle.api.values import (
@@ -267,3 +267,30 @@ def test_the_hourly_budget_cannot_exceed_what_history_can_count() -> None:
     with pytest.raises(ValidationError, match="less than or equal to 20"):
         DisruptionSpec(max_recycles_per_hour=MAX_RECYCLES_PER_HOUR + 1)
     assert MAX_HISTORY >= MAX_RECYCLES_PER_HOUR
+
+
+def _spec(**fields: object) -> dict[str, object]:
+    return {"replicas": 2, "template": {"spec": {"containers": [{"name": "s"}]}}} | fields
+
+
+def test_template_and_target_ref_are_exclusive_and_one_is_required() -> None:
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    with pytest.raises(ValueError, match=r"exactly one of spec\.template"):
+        InferenceDeploymentSpec.model_validate(_spec(targetRef=target))
+    with pytest.raises(ValueError, match=r"exactly one of spec\.template"):
+        InferenceDeploymentSpec.model_validate({})
+    attached = InferenceDeploymentSpec.model_validate({"targetRef": target})
+    assert attached.attached
+    assert attached.strategy is RestartStrategy.RECREATE
+    assert InferenceDeploymentSpec.model_validate(_spec()).strategy is RestartStrategy.IN_PLACE
+    with pytest.raises(ValueError, match=r"spec\.replicas is required"):
+        InferenceDeploymentSpec.model_validate({"template": {}})
+
+
+def test_a_target_ref_must_pair_kind_and_api_version_and_groups_recreate() -> None:
+    wrong = {"apiVersion": "apps/v1", "kind": "LeaderWorkerSet", "name": "big"}
+    with pytest.raises(ValueError, match=r"leaderworkerset\.x-k8s\.io/v1 for kind LeaderWorkerSet"):
+        InferenceDeploymentSpec.model_validate({"targetRef": wrong})
+    lws = {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "big"}
+    with pytest.raises(ValueError, match="must be Recreate for a LeaderWorkerSet"):
+        InferenceDeploymentSpec.model_validate({"targetRef": lws, "restartStrategy": "InPlace"})

@@ -5,6 +5,7 @@ eviction, 404 for a pod that is gone) and a record of every call."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,71 @@ def deployment(strategy: str = "InPlace", *, fallback: bool = True) -> dict[str,
     }
 
 
+GATE = "infercycle.io/serving"
+
+
+def attached_pod(
+    name: str,
+    uid: str,
+    labels: dict[str, str],
+    *,
+    gated: bool = True,
+    ready: bool = True,
+    created: str = "2027-01-15T08:00:00Z",
+) -> dict[str, Any]:
+    """A pod of a workload the user manages: its own labels, the readiness gate when the user
+    added it (and its condition, once set), Ready only with its containers ready."""
+    status = "True" if ready else "False"
+    conditions = [
+        {"type": "ContainersReady", "status": status},
+        {"type": "Ready", "status": status},
+    ]
+    spec: dict[str, Any] = {"nodeName": "node-1", "containers": [{"name": "server"}]}
+    if gated:
+        spec["readinessGates"] = [{"conditionType": GATE}]
+        conditions.append({"type": GATE, "status": "True"})
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": uid,
+            "labels": dict(labels),
+            "creationTimestamp": created,
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Running",
+            "podIP": f"ip-of-{name}",
+            "startTime": created,
+            "conditions": conditions,
+            "containerStatuses": [{"name": "server", "restartCount": 0, "state": {"running": {}}}],
+        },
+    }
+
+
+def attached_deployment(kind: str, target: str, strategy: str | None = None) -> dict[str, Any]:
+    """An InferenceDeployment attached to ``kind``/``target`` in the test namespace."""
+    body = deployment()
+    spec = body["spec"]
+    for owned in ("replicas", "template", "sessionStore", "restartStrategy"):
+        spec.pop(owned)
+    api = "leaderworkerset.x-k8s.io/v1" if kind == "LeaderWorkerSet" else "apps/v1"
+    spec["targetRef"] = {"apiVersion": api, "kind": kind, "name": target}
+    spec["disruption"] = {"minAvailable": 1}
+    if strategy is not None:
+        spec["restartStrategy"] = strategy
+    return body
+
+
+def _selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """``key=value,...`` selectors, the form the attached workloads in these tests use."""
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
 @dataclass
 class FakeKube:
     """The KubePort, in memory."""
@@ -92,6 +158,8 @@ class FakeKube:
     evictions_refused: bool = False
     recreate_on_evict: bool = True
     status_writes: int = 0
+    # What the workload's controller does once a pod is evicted (default: same name, new UID).
+    on_evict: Callable[[FakeKube, dict[str, Any]], None] | None = None
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests += 1
@@ -111,6 +179,25 @@ class FakeKube:
         found["metadata"]["labels"][SERVING] = "true" if serving else "false"
         return True
 
+    def set_readiness_gate(self, namespace: str, pod_name: str, uid: str, serving: bool) -> bool:
+        self.requests += 1
+        self.calls.append(("gate", pod_name, str(serving).lower()))
+        found = self.pods.get(pod_name)
+        if found is None or found["metadata"]["uid"] != uid:
+            return False
+        conditions = [c for c in found["status"]["conditions"] if c["type"] != GATE]
+        conditions.append({"type": GATE, "status": "True" if serving else "False"})
+        found["status"]["conditions"] = conditions
+        return True
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.requests += 1
+        return [
+            copy.deepcopy(found)
+            for found in self.pods.values()
+            if _selector_matches(selector, found["metadata"]["labels"])
+        ]
+
     def evict(self, namespace: str, pod_name: str, uid: str) -> EvictionOutcome:
         self.requests += 1
         self.calls.append(("evict", pod_name, uid))
@@ -120,7 +207,9 @@ class FakeKube:
         if self.evictions_refused:
             return EvictionOutcome.BLOCKED
         del self.pods[pod_name]
-        if self.recreate_on_evict:
+        if self.on_evict is not None:
+            self.on_evict(self, found)
+        elif self.recreate_on_evict:
             self.pods[pod_name] = pod(pod_name, f"{uid}-new", ready=False)
         return EvictionOutcome.EVICTED
 

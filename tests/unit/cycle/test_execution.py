@@ -20,7 +20,6 @@ from infercycle.cycle.state import (
     Registry,
 )
 from infercycle.health.engine import HealthEngine
-from infercycle.kube.api import pod_state
 from infercycle.recycle.fleet import PodState
 from infercycle.recycle.planner import Candidate
 
@@ -44,7 +43,7 @@ class World:
             self.kube,
             self.agents,
             Reporter(self.kube, self.clock),
-            lambda _context, raw: pod_state(raw, "server"),
+            lambda context, name: inputs.read_unit(self.kube, context, name),
             self.clock,
         )
         self.state: DeploymentState | None = None

@@ -98,6 +98,7 @@ def test_the_status_a_cycle_writes_validates_against_the_crds_own_schema() -> No
         "Recycling",
         "MetricsAvailable",
         "Paused",
+        "Drainable",
     ]
     assert wire["selector"] == "infercycle.io/deployment=llama"
 

@@ -208,3 +208,50 @@ def test_start_in_dry_run_records_the_decision_and_persists_no_operation() -> No
     live = start(POD, ("memory-leak: growth",), RestartStrategy.IN_PLACE, T0)
     assert live.operation is not None
     assert live.operation.step == RecycleStep.DRAINING
+
+
+def test_a_pod_without_the_readiness_gate_is_evicted_at_once_and_the_event_says_why() -> None:
+    ungated = replace(POD, drainable=False)
+    op = start_operation(ungated, ("memory-leak: growth",), RestartStrategy.RECREATE, T0)
+    move = next_move(op, Observation(ungated, requests_running=5, agent_enabled=False), TIMINGS, T0)
+    assert move.action is Action.EVICT
+    assert move.operation is not None
+    assert move.operation.step == RecycleStep.RESTARTING
+    assert move.event is not None
+    assert move.event.reason == "NotDrained"
+    assert "infercycle.io/serving" in move.event.message
+
+
+def test_a_gated_pod_is_drained_before_anything_else() -> None:
+    op = start_operation(POD, ("memory-leak: growth",), RestartStrategy.RECREATE, T0)
+    move = next_move(op, Observation(POD, requests_running=5, named=False), TIMINGS, T0)
+    assert move.action is Action.DRAIN
+
+
+def test_a_deployment_pod_is_followed_through_its_replacement_not_its_name() -> None:
+    op = start_operation(POD, ("memory-leak: growth",), RestartStrategy.RECREATE, T0)
+    restarting = op.model_copy(update={"step": RecycleStep.RESTARTING, "restart_requested": True})
+    gone = next_move(restarting, Observation(None, named=False), TIMINGS, T0 + 5)
+    assert gone.action is Action.NONE
+    assert gone.operation is not None
+    assert gone.operation.step == RecycleStep.WAITING_READY
+    waiting = gone.operation
+    still = next_move(waiting, Observation(None, named=False, fleet_ready=False), TIMINGS, T0 + 10)
+    assert still.operation == waiting
+    assert still.waiting is not None
+    assert "replacement" in still.waiting
+    ready = next_move(waiting, Observation(None, named=False, fleet_ready=True), TIMINGS, T0 + 15)
+    assert ready.action is Action.NONE  # the replacement was never drained
+    assert ready.operation is not None
+    assert ready.operation.step == RecycleStep.VERIFYING
+    late = next_move(waiting, Observation(None, named=False, fleet_ready=False), TIMINGS, T0 + 400)
+    assert late.record is not None
+    assert late.record.result == RecycleResult.FAILED
+    assert "replacement" in (late.record.message or "")
+
+
+def test_a_named_pod_that_is_gone_after_eviction_is_waited_for_not_taken_as_restarted() -> None:
+    op = start_operation(POD, ("memory-leak: growth",), RestartStrategy.RECREATE, T0)
+    restarting = op.model_copy(update={"step": RecycleStep.RESTARTING, "restart_requested": True})
+    move = next_move(restarting, Observation(None, named=True, fleet_ready=True), TIMINGS, T0 + 5)
+    assert move.operation == restarting
