@@ -17,9 +17,9 @@ live operator reads them::
 ``restarts`` is the containers' restart count (an integer, 0 or more); a rise starts a new life
 of the process (trends are fitted per life) and, with ``last_terminated_reason`` "OOMKilled",
 counts as an OOM kill; ``last_terminated_at`` (same clock as ``t``) is when the previous life
-ended. Without them a restart shows only as a fall of a progress counter (the signal of a stall
-rule, ``progress`` by default), and counts as an OOM kill when the pod's host memory was within
-10 % of its ``memory_limit`` just before. The output is JSON Lines, one line per verdict
+ended. Without them a restart is seen in the samples: a fall of a progress counter (the signal
+of a stall rule, ``progress`` by default), or host memory that was within 10 % of its
+``memory_limit`` and falls below half of that; after such a level it counts as an OOM kill. The output is JSON Lines, one line per verdict
 change (every pod starts healthy)::
 
     {"t": 4500.0, "pod": "llm-0", "verdict": "degraded", "reasons": ["memory-leak: ..."]}
@@ -72,7 +72,8 @@ optional fields of a line (the pod's container restarts, as its status reports t
                                      a rise starts a new life of the process
   "last_terminated_reason": "OOMKilled"   reason of the newest termination
   "last_terminated_at": 7215.0       when it ended (same clock as t)
-without them a restart shows as a fall of the progress counter.
+without them a restart shows as a fall of the progress counter or a collapse of memory
+from near its limit.
 output: one JSON line per verdict change: {"t", "pod", "verdict", "reasons"}."""
 
 

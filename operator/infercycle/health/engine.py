@@ -63,9 +63,9 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
 Lives of the process: ``observe`` takes each pod's container restarts (count, last termination
 reason and time). A rise of the count starts a new life at the termination: every rule but
 ``increase`` then sees only samples from the new life after its warm-up, and an ``OOMKilled``
-reason is an OOM kill. Without that information a fall of a stall rule's progress counter is a
-restart, an OOM kill if the pod's last sample of a limited growth signal was within 10 % of its
-limit.
+reason is an OOM kill. Without that information a restart is seen in the samples: a fall of a
+stall rule's progress counter, or a limited growth signal (host memory) that was within 10 % of
+its limit and falls below half of that; after such a level either counts as an OOM kill.
 
 Hysteresis: a breached rule holds while the window median stays beyond ``clear`` (growth:
 while the plain Theil-Sen slope does, a weaker test than the one that entered the breach).
@@ -143,8 +143,10 @@ RECENT_SHARE = 0.5
 EVENT_SLOTS = 16
 """Restarts and OOM kills remembered per pod (the newest ones)."""
 OOM_NEAR_LIMIT = 0.9
-"""A restart seen only as a counter reset counts as an OOM kill when the pod's last sample of a
+"""A restart seen only in the samples counts as an OOM kill when the pod's last sample of a
 limited signal (host memory against its memory limit) was at least this share of the limit."""
+COLLAPSE_SHARE = 0.5
+"""A limited signal near its limit that falls below this share of its last sample restarted."""
 SATURATION_FLEET_RATIO = 1.25
 """A saturation sample counts only while the pod is at least this times the fleet median: a
 fleet-wide surge fills every cache and condemns none."""
@@ -705,45 +707,47 @@ class HealthEngine:
     def _detect_resets(
         self, rows: IntArray, t: float, table: FloatArray, reported: Collection[int]
     ) -> None:
-        """A progress counter that falls means its process restarted: a new life starts.
+        """Restarts seen in the samples, for pods whose restarts are not reported.
 
-        Only for pods whose restarts are not reported. Such a restart counts as an OOM kill when
-        the pod's last sample of a limited growth signal was near its limit.
+        A progress counter (the signal of a stall rule) that falls means its process restarted.
+        A limited growth signal (host memory against its memory limit) that was within 10 % of
+        its limit and then falls below half of that was OOM-killed; a counter reset is an OOM
+        kill too when it follows such a level. Either starts a new life.
         """
         store = self._store
-        counters = [
-            store.index[rule.signal]
-            for rule in self._policy.rules
-            if rule.kind is RuleKind.STALL and rule.signal in store.index
-        ]
-        if not counters:
+        unreported = self._restart_count[rows] < 0
+        if reported:
+            unreported &= ~np.isin(rows, np.fromiter(reported, dtype=np.intp))
+        if not unreported.any():
             return
-        index = np.array(sorted(set(counters)))
-        before = store.newest_values[index][:, rows]
-        now = table[:, index].T
-        with np.errstate(invalid="ignore"):
-            fell = (now < before).any(axis=0)
-        fell &= self._restart_count[rows] < 0
-        if not fell.any():
-            return
-        limited = [
+        fell = np.zeros(len(rows), dtype=bool)
+        oom = np.zeros(len(rows), dtype=bool)
+        counters = sorted(
+            {
+                store.index[rule.signal]
+                for rule in self._policy.rules
+                if rule.kind is RuleKind.STALL and rule.signal in store.index
+            }
+        )
+        limited = {
             (store.index[rule.signal], store.index[rule.limit_signal])
             for rule in self._policy.rules
             if rule.limit_signal is not None
             and rule.signal in store.index
             and rule.limit_signal in store.index
-        ]
-        for position in np.flatnonzero(fell).tolist():
-            row = int(rows[position])
-            if reported and row in reported:
-                continue
-            oom = False
+        }
+        with np.errstate(invalid="ignore"):
+            for index in counters:
+                fell |= table[:, index] < store.newest_values[index, rows]
             for signal, limit in limited:
-                level = store.newest_values[signal, row]
-                ceiling = store.newest_values[limit, row]
-                if ceiling > 0 and level >= OOM_NEAR_LIMIT * ceiling:
-                    oom = True
-            self._new_life(row, t, oom=oom)
+                before = store.newest_values[signal, rows]
+                near = before >= OOM_NEAR_LIMIT * store.newest_values[limit, rows]
+                collapsed = near & (table[:, signal] < COLLAPSE_SHARE * before)
+                oom |= near & (fell | collapsed)
+                fell |= collapsed
+        fell &= unreported
+        for position in np.flatnonzero(fell).tolist():
+            self._new_life(int(rows[position]), t, oom=bool(oom[position]))
 
     # -- fleet -------------------------------------------------------------------------------
 

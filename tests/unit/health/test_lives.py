@@ -384,3 +384,28 @@ def test_a_collector_sawtooth_alone_is_never_a_leak(limited: bool) -> None:
         memory = 12 * GIB + tooth + 24 * MIB * rng.standard_normal()
         engine.observe(t, POD, 0.0, {"memory": memory, "memory_limit": limit})
         assert not engine.evaluate(t)[POD].degraded
+
+
+def test_without_restart_information_a_collapse_from_near_the_limit_is_an_oom_kill() -> None:
+    never = make_rule(
+        RuleKind.GROWTH,
+        signal="memory",
+        threshold=1e18,
+        name="leak",
+        window_s=3600.0,
+        limit_signal="memory_limit",
+        time_to_limit_s=1.0,
+    )
+    policy = make_policy(*oom_policy().rules, never)  # type: ignore[attr-defined]
+    engine = HealthEngine(policy)
+    limit = 20 * GIB
+    first = None
+    for step in range(1, 4 * 120):
+        t = step * 30.0
+        life = t % 3600.0  # each life grows to the limit within the hour, then is killed
+        memory = 4 * GIB + 16 * GIB * life / 3600.0
+        engine.observe(t, POD, 0.0, {"memory": memory, "memory_limit": limit, "cpu": 1.0})
+        if engine.evaluate(t)[POD].degraded and first is None:
+            first = t
+    assert first is not None
+    assert 7200.0 <= first <= 7230.0  # the second kill
