@@ -498,9 +498,13 @@ class HealthEngine:
                 for row, entry in zip(rows.tolist(), entries, strict=True)
                 if entry[2] is not None
             ]
-            for row, restarts in reported:
-                self._take_restarts(row, t, restarts)
-            self._detect_resets(rows, t, table, {row for row, _ in reported})
+            if reported:
+                # Restart counts rarely move: only rows whose count changed need a look.
+                counts = np.fromiter((r.count for _, r in reported), dtype=np.intp)
+                where = np.fromiter((row for row, _ in reported), dtype=np.intp)
+                for index in np.flatnonzero(counts != self._restart_count[where]).tolist():
+                    self._take_restarts(reported[index][0], t, reported[index][1])
+            self._detect_resets(rows, t, table)
             store.write_cycle(column, rows, t, table)
 
     def observe_series(
@@ -704,9 +708,7 @@ class HealthEngine:
         elif restarts.count < previous:  # a new pod under the same uid cannot happen; be safe
             self._restart_count[row] = restarts.count
 
-    def _detect_resets(
-        self, rows: IntArray, t: float, table: FloatArray, reported: Collection[int]
-    ) -> None:
+    def _detect_resets(self, rows: IntArray, t: float, table: FloatArray) -> None:
         """Restarts seen in the samples, for pods whose restarts are not reported.
 
         A progress counter (the signal of a stall rule) that falls means its process restarted.
@@ -716,8 +718,6 @@ class HealthEngine:
         """
         store = self._store
         unreported = self._restart_count[rows] < 0
-        if reported:
-            unreported &= ~np.isin(rows, np.fromiter(reported, dtype=np.intp))
         if not unreported.any():
             return
         fell = np.zeros(len(rows), dtype=bool)
