@@ -691,22 +691,20 @@ class HealthEngine:
     def _take_restarts(self, row: int, t: float, restarts: ContainerRestarts) -> None:
         """A rise in the restart count starts a new life at the last termination (or now).
 
-        The first report only places the current life: restarts from before the engine knew
-        the pod are not events it saw, except that the newest one, if it ended within the
-        history, still bounds the current life.
+        On the first report of a pod (a new pod, or an operator that just started) only the
+        newest termination is known: it places the current life and, if it was an OOM kill,
+        counts as one at its time.
         """
         previous = int(self._restart_count[row])
         self._restart_count[row] = restarts.count
         finished = restarts.last_finished_at
-        at = finished if finished is not None and finished <= t else t
+        known = finished is not None and finished <= t
+        oom = restarts.last_reason == OOM_KILLED
         if previous < 0:
-            if restarts.count > 0 and finished is not None and finished <= t:
-                self._life[row] = max(finished, float(np.nan_to_num(self._life[row], nan=-1e18)))
-            return
-        if restarts.count > previous:
-            self._new_life(row, at, oom=restarts.last_reason == OOM_KILLED)
-        elif restarts.count < previous:  # a new pod under the same uid cannot happen; be safe
-            self._restart_count[row] = restarts.count
+            if restarts.count > 0 and finished is not None and known:
+                self._new_life(row, finished, oom=oom)
+        elif restarts.count > previous:
+            self._new_life(row, finished if finished is not None and known else t, oom=oom)
 
     def _detect_resets(self, rows: IntArray, t: float, table: FloatArray) -> None:
         """Restarts seen in the samples, for pods whose restarts are not reported.

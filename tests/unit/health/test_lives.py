@@ -409,3 +409,17 @@ def test_without_restart_information_a_collapse_from_near_the_limit_is_an_oom_ki
             first = t
     assert first is not None
     assert 7200.0 <= first <= 7230.0  # the second kill
+
+
+def test_the_newest_oom_kill_known_at_first_sight_counts() -> None:
+    engine = HealthEngine(oom_policy())  # type: ignore[arg-type]
+    seen = drive(
+        engine,
+        3600,
+        {
+            0: ContainerRestarts(3, "OOMKilled", -600.0),  # before the engine knew the pod
+            1800: ContainerRestarts(4, "OOMKilled", 1790.0),
+        },
+    )
+    first = next(t for t, degraded in seen if degraded)
+    assert 1800 <= first <= 1830
