@@ -19,8 +19,9 @@ of the process (trends are fitted per life) and, with ``last_terminated_reason``
 counts as an OOM kill; ``last_terminated_at`` (same clock as ``t``) is when the previous life
 ended. Without them a restart is seen in the samples: a fall of a progress counter (the signal
 of a stall rule, ``progress`` by default), or host memory that was within 10 % of its
-``memory_limit`` and falls below half of that; after such a level it counts as an OOM kill. The output is JSON Lines, one line per verdict
-change (every pod starts healthy)::
+``memory_limit`` and falls below half of that; after such a level it counts as an OOM kill.
+
+The output is JSON Lines, one line per verdict change (every pod starts healthy)::
 
     {"t": 4500.0, "pod": "llm-0", "verdict": "degraded", "reasons": ["memory-leak: ..."]}
 
