@@ -19,6 +19,7 @@ from infercycle.cycle.state import (
     Evaluation,
     MetricsState,
     QuerySet,
+    container_restarts,
     pod_key,
 )
 from infercycle.health.engine import HealthEngine
@@ -153,7 +154,7 @@ def evaluate(  # noqa: PLR0917 - the cycle's inputs, each distinct
         signals = {
             signal: (values.get(ref) if fresh else None) for signal, values in by_signal.items()
         }
-        engine.observe(now, pod_key(pod), pod.started_at or now, signals)
+        engine.observe(now, pod_key(pod), pod.started_at or now, signals, container_restarts(pod))
     verdicts = engine.evaluate(now)
     return Evaluation(
         verdicts,

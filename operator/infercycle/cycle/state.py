@@ -16,6 +16,7 @@ from infercycle.api.resources import InferenceDeploymentSpec
 from infercycle.api.spec import LabelSelector
 from infercycle.api.values import EffectivePolicy
 from infercycle.health.engine import HealthEngine, PodKey, Verdict
+from infercycle.health.model import ContainerRestarts
 from infercycle.recycle.fleet import PodState, Target
 from infercycle.recycle.units import units_of
 
@@ -236,5 +237,11 @@ IDLE = RecyclingState(active=False, reason="Idle", message="no recycle in flight
 
 
 def pod_key(pod: PodState) -> PodKey:
-    """A restarted server process is a new pod to the engine: history and warm-up start over."""
-    return PodKey(pod.name, f"{pod.uid}/{pod.restart_count}")
+    """One engine row per pod UID: the engine splits it into lives of the server process from
+    the restarts it is told of (``container_restarts``), so repeated OOM kills add up."""
+    return PodKey(pod.name, pod.uid)
+
+
+def container_restarts(pod: PodState) -> ContainerRestarts:
+    """What the pod's status says of the server container's restarts, as the engine takes it."""
+    return ContainerRestarts(pod.restart_count, pod.last_terminated_reason, pod.last_terminated_at)

@@ -320,9 +320,15 @@ def pod_state(pod: dict[str, Any], server_container: str, *, attached: bool = Fa
     created = metadata.get("creationTimestamp")
     restarts = 0
     started = status.get("startTime")
+    last_reason: str | None = None
+    last_at: float | None = None
     for container in status.get("containerStatuses") or []:
         if container.get("name") == server_container:
             restarts = int(container.get("restartCount") or 0)
+            terminated = (container.get("lastState") or {}).get("terminated") or {}
+            last_reason = terminated.get("reason") or None
+            finished = terminated.get("finishedAt")
+            last_at = _seconds(finished) if finished else None
             # After an in-place restart the server is new while the pod is not: warm-up and
             # the latency baseline start from the container's own start.
             running = (container.get("state") or {}).get("running") or {}
@@ -344,6 +350,8 @@ def pod_state(pod: dict[str, Any], server_container: str, *, attached: bool = Fa
         group=group,
         leader=leader,
         created_at=_seconds(created) if created else None,
+        last_terminated_reason=last_reason,
+        last_terminated_at=last_at,
     )
 
 

@@ -31,6 +31,9 @@ class PodState:
     group: str | None = None
     leader: bool = False
     created_at: float | None = None
+    # The server container's last termination (``lastState.terminated``): why and when.
+    last_terminated_reason: str | None = None
+    last_terminated_at: float | None = None
     # A group as one unit: its members, the leader first (empty for a single pod).
     members: tuple[PodState, ...] = ()
 

@@ -1,83 +1,87 @@
-"""Evaluation of one deployment from a fleet-wide snapshot: a query's fault stays with the
-deployments that use it."""
+"""Evaluation hands the engine what the pods' status says of their restarts: repeated OOM kills
+of one pod condemn it, across the lives of its server process, and no other pod."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from infercycle.cycle import inputs
 from infercycle.cycle.evaluation import evaluate
-from infercycle.cycle.state import DeploymentContext, Registry
+from infercycle.cycle.state import QuerySet, Registry
 from infercycle.health.engine import HealthEngine
-from infercycle.prom.reader import FleetSnapshot, QueryResult, UnexpectedAnswerError
-from tests.unit.cycle import fakes
+from infercycle.kube.api import pod_state
+from infercycle.prom.reader import FleetSnapshot
 
-NOW = 1_800_000_000.0
+from .fakes import NAME, NAMESPACE, deployment, pod
+
+T0 = 1_800_000_000.0
+STEP = 30.0
 
 
-def _registry(*namespaces: str) -> Registry:
+def oom_killed(raw: dict[str, Any], times: int, at: float) -> None:
+    status = raw["status"]["containerStatuses"][0]
+    status["restartCount"] = times
+    finished = f"2027-01-15T{8 + int((at - T0) // 3600):02d}:{int((at - T0) % 3600 // 60):02d}:00Z"
+    status["lastState"] = {"terminated": {"reason": "OOMKilled", "finishedAt": finished}}
+
+
+def test_pod_state_reads_the_server_containers_last_termination() -> None:
+    raw = pod("llama-0", "u0")
+    oom_killed(raw, 1, T0 + 600)
+    state = pod_state(raw, "server")
+    assert state.restart_count == 1
+    assert state.last_terminated_reason == "OOMKilled"
+    assert state.last_terminated_at is not None
+
+
+def test_two_oom_kills_condemn_the_pod_they_happened_to_and_no_other() -> None:
+    pods = {"llama-0": pod("llama-0", "u0"), "llama-1": pod("llama-1", "u1")}
+    body = deployment()
     registry = Registry()
-    for namespace in namespaces:
-        body = copy.deepcopy(fakes.deployment())
-        body["metadata"]["namespace"] = namespace
-        registry.deployments[(namespace, fakes.NAME)] = body
-        for index in range(2):
-            pod = fakes.pod(f"{fakes.NAME}-{index}", f"{namespace}-uid-{index}")
-            pod["metadata"]["namespace"] = namespace
-            registry.put_pod(pod, deleted=False)
-    return registry
-
-
-def _snapshot(
-    contexts: list[DeploymentContext], results: dict[str, QueryResult]
-) -> tuple[FleetSnapshot, inputs.QuerySet]:
-    queries = inputs.query_set(contexts)
-    pods = [(c.key[0], p.name) for c in contexts for p in c.pods]
-    snapshot = FleetSnapshot(at=NOW, sample_time=dict.fromkeys(pods, NOW - 5))
-    for label, promql in queries.by_label().items():
-        result = results.get(label) or QueryResult(promql, 0.01, dict.fromkeys(pods, 1.0))
-        snapshot.results[label] = result
-        if result.error is not None:
-            snapshot.errors[label] = str(result.error)
-        else:
-            snapshot.signals[label] = result.values
-    return snapshot, queries
-
-
-def _metrics(context: DeploymentContext, snapshot: FleetSnapshot, queries: Any) -> Any:
-    assert context.policy is not None
-    engine = HealthEngine(context.policy.health)
-    return evaluate(context, engine, snapshot, queries, NOW, "http://prometheus").metrics
-
-
-def test_several_series_for_a_pod_mark_only_that_pods_deployment() -> None:
-    contexts = inputs.contexts(_registry("team-a", "team-b"))
-    queries = inputs.query_set(contexts)
-    label = next(iter(queries)).label
-    promql = queries.by_label()[label]
-    values = {("team-b", f"{fakes.NAME}-{i}"): 1.0 for i in range(2)}
-    values[("team-a", f"{fakes.NAME}-1")] = 1.0
-    doubled = QueryResult(promql, 0.01, values, {("team-a", f"{fakes.NAME}-0"): 2})
-    snapshot, queries = _snapshot(contexts, {label: doubled})
-
-    by_namespace = {c.key[0]: _metrics(c, snapshot, queries) for c in contexts}
-
-    assert by_namespace["team-a"].reason == "PrometheusError"
-    assert f"2 series for pod team-a/{fakes.NAME}-0" in by_namespace["team-a"].message
-    assert by_namespace["team-b"].reason == "Queried"
-
-
-def test_a_query_that_failed_marks_the_deployments_using_it_and_names_the_signal() -> None:
-    contexts = inputs.contexts(_registry("team-a"))
-    queries = inputs.query_set(contexts)
-    query = next(iter(queries))
-    failed = QueryResult(
-        queries.by_label()[query.label], 0.01, error=UnexpectedAnswerError("answered a scalar")
-    )
-    snapshot, queries = _snapshot(contexts, {query.label: failed})
-
-    metrics = _metrics(contexts[0], snapshot, queries)
-
-    assert metrics.reason == "PrometheusError"
-    assert metrics.message == f"query for {query.signal} failed: answered a scalar"
+    queries = QuerySet()
+    engine: HealthEngine | None = None
+    verdicts: dict[str, bool] = {}
+    reasons: list[str] = []
+    for step in range(int(3 * 3600 / STEP)):
+        now = T0 + step * STEP
+        if step == int(3600 / STEP):
+            oom_killed(pods["llama-0"], 1, now)
+        if step == int(2 * 3600 / STEP):
+            oom_killed(pods["llama-0"], 2, now)
+        for raw in pods.values():
+            registry.put_pod(raw, deleted=False)
+        context = inputs.context_for(registry, (NAMESPACE, NAME), body)
+        assert context.policy is not None, context.error
+        if engine is None:
+            engine = HealthEngine(context.policy.health)
+            queries = inputs.query_set([context])
+        refs = [(NAMESPACE, name) for name in pods]
+        healthy = {
+            "memory": 12 * 2**30,
+            "gpu_memory": 30 * 2**30,
+            "error_rate": 0.0,
+            "progress": 1000.0 * step,
+            "requests_pending": 2.0,
+            "requests_waiting": 0.0,
+            "request_rate": 3.0,
+        }
+        snapshot = FleetSnapshot(
+            at=now,
+            signals={
+                query.label: {ref: healthy.get(query.signal, 1.0) for ref in refs}
+                for query in queries
+            },
+            sample_time=dict.fromkeys(refs, now),
+            queries=len(queries),
+        )
+        result = evaluate(context, engine, snapshot, queries, now, "http://prometheus")
+        assert result.metrics.available, result.metrics.message
+        for state in context.pods:
+            verdict = result.verdict(state)
+            verdicts[state.name] = verdicts.get(state.name, False) or bool(
+                verdict and verdict.degraded
+            )
+            if verdict is not None and verdict.degraded:
+                reasons.extend(f"{state.name} {reason.text}" for reason in verdict.reasons)
+    assert verdicts == {"llama-0": True, "llama-1": False}, sorted(set(reasons))
+    assert any(text.startswith("llama-0 oom-kills") for text in reasons), sorted(set(reasons))
