@@ -127,11 +127,19 @@ class PrometheusReader:
         if settings.prometheus_username and settings.prometheus_password_file is not None:
             password = settings.prometheus_password_file.read_text().strip()
             auth = (settings.prometheus_username, password)
-        self._client = PrometheusConnect(
+        # Our own session, so the CA bundle is set through the client's constructor.
+        session = requests.Session()
+        session.verify = (
+            str(settings.prometheus_ca_file)
+            if settings.prometheus_ca_file is not None and settings.prometheus_tls_verify
+            else settings.prometheus_tls_verify
+        )
+        self.client = PrometheusConnect(
             url=settings.prometheus_url,
             headers=headers or None,
             disable_ssl=not settings.prometheus_tls_verify,
             auth=auth,
+            session=session,
             timeout=max(1, math.ceil(settings.query_timeout_s)),
             # One quick retry at most: the cycle itself is the retry loop, and the client's own
             # default (three, with growing back-off) outlasts the query timeout, so a refused
@@ -144,8 +152,6 @@ class PrometheusReader:
                 respect_retry_after_header=False,
             ),
         )
-        if settings.prometheus_ca_file is not None and settings.prometheus_tls_verify:
-            self._client._session.verify = str(settings.prometheus_ca_file)
         self._timeout = settings.query_timeout_s
         self._freshness = settings.freshness_query
         self.evaluation_time: float | None = None
@@ -158,7 +164,7 @@ class PrometheusReader:
         """
         params = None if self.evaluation_time is None else {"time": f"{self.evaluation_time:.3f}"}
         try:
-            result = self._client.custom_query(query=promql, params=params)
+            result = self.client.custom_query(query=promql, params=params)
         except requests.exceptions.ConnectionError as error:
             raise PrometheusUnreachable(_short(error)) from error
         except requests.exceptions.Timeout as error:
@@ -313,7 +319,7 @@ def range_series(
     from datetime import UTC, datetime  # noqa: PLC0415
 
     try:
-        result = reader._client.custom_query_range(
+        result = reader.client.custom_query_range(
             query=promql,
             start_time=datetime.fromtimestamp(start, tz=UTC),
             end_time=datetime.fromtimestamp(end, tz=UTC),
