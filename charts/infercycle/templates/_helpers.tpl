@@ -82,6 +82,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: [pods/eviction]
   verbs: [create]
+# Attached pods are drained through their readiness gate: a condition in the pod's status.
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
+# Attached workloads (spec.targetRef) are read by name for their selector and replica count;
+# never listed, never written.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [get]
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [get]
 # Owned children, written by server-side apply (patch; create when absent). Never read, never
 # deleted: the garbage collector removes them with their owner. Session volume claims come from
 # the StatefulSet's volumeClaimTemplates, so the operator needs no rights on them.

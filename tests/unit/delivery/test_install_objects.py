@@ -34,6 +34,11 @@ CLUSTER_PERMISSIONS = {
 WORKLOAD_PERMISSIONS = {
     *(("", "pods", verb) for verb in ("get", "list", "watch", "patch")),
     ("", "pods/eviction", "create"),
+    # Attach mode: the readiness gate condition, and the attached workloads read by name.
+    ("", "pods/status", "patch"),
+    ("apps", "deployments", "get"),
+    ("apps", "statefulsets", "get"),
+    ("leaderworkerset.x-k8s.io", "leaderworkersets", "get"),
     # Children are written by server-side apply only: never read, never deleted.
     *((group, resource, verb)
       for group, resource in (("", "services"), ("apps", "statefulsets"),
