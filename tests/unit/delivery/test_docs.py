@@ -26,12 +26,13 @@ CONDITION_REASONS = {
         "NoData",
     ),
     "Paused": ("CircuitBreakerOpen", "PodFlapping", "PausedBySpec", "NotPaused"),
+    "Drainable": ("ServiceLabel", "ReadinessGate", "ReadinessGateMissing"),
 }
 EVENT_REASONS = (
     "RecycleStarted", "Draining", "Checkpointed", "CheckpointFailed", "Restarting",
     "EvictionBlocked", "Restarted", "Verified", "RecycleSucceeded", "RecycleEscalated",
     "RecycleFailed", "DryRunRecycle", "GuardRefused", "MetricsUnavailable", "PolicyInvalid",
-    "CircuitBreakerOpen", "AgentUnavailable",
+    "CircuitBreakerOpen", "AgentUnavailable", "NotDrained", "TargetUnavailable",
 )  # fmt: skip
 GUARDS = (
     "MaxUnavailable", "MinAvailable", "Cooldown", "HourlyBudget", "CircuitBreaker", "Flapping",
