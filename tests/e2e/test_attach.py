@@ -23,9 +23,9 @@ GATE = "infercycle.io/serving"
 LWS = "leaderworkerset.sigs.k8s.io/"
 
 
-def pod_template(labels: dict[str, str]) -> dict[str, Any]:
+def pod_template(labels: dict[str, str], *, gated: bool = True) -> dict[str, Any]:
     """A simulated server's pod with the one line attach mode asks for: the readiness gate."""
-    return {
+    template: dict[str, Any] = {
         "metadata": {
             "labels": labels,
             "annotations": {
@@ -44,6 +44,9 @@ def pod_template(labels: dict[str, str]) -> dict[str, Any]:
             ],
         },
     }
+    if not gated:
+        del template["spec"]["readinessGates"]
+    return template
 
 
 def attached(name: str, namespace: str, kind: str, target: str) -> dict[str, Any]:
@@ -206,6 +209,53 @@ def test_a_leaking_pod_of_an_existing_deployment_is_recycled_and_the_deployment_
     untouched(target_before, workload.get("deployment", "web"))
     reasons = set(workload.event_reasons("web-health"))
     assert {"RecycleStarted", "Draining", "Restarting", "RecycleSucceeded"} <= reasons
+
+
+def test_a_statefulset_without_the_gate_is_recycled_undrained_and_the_condition_says_so(
+    cluster: Cluster, namespace: str, crds: None, fleetsim: Any, operator: OperatorProcess
+) -> None:
+    workload = Workload(cluster, namespace)
+    workload.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "kv"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": "kv",
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": "kv"}},
+                "template": pod_template({"app": "kv"}, gated=False),
+            },
+        }
+    )
+    before = workload.wait_ready("app=kv", 3)
+    target_before = workload.get("statefulset", "kv")
+    workload.apply(attached("kv-health", namespace, "StatefulSet", "kv"))
+    cluster.wait_for(
+        "Drainable=False",
+        lambda: workload.condition("kv-health", "Drainable").get("status") == "False",
+        timeout=90,
+    )
+    drainable = workload.condition("kv-health", "Drainable")
+    assert drainable["reason"] == "ReadinessGateMissing", drainable
+    assert "readinessGates: [{conditionType: infercycle.io/serving}]" in drainable["message"]
+    workload.annotate("kv-1", "leak", LEAK)
+    cluster.wait_for(
+        "the leaking pod recycled", lambda: recycled(workload, "kv-health"), timeout=300
+    )
+    time.sleep(4)
+    records = workload.history("kv-health")
+    assert [r["pod"] for r in records] == ["kv-1"], records
+    after = workload.wait_ready("app=kv", 3)
+    assert after["kv-1"] != before["kv-1"]  # the same name, a new pod
+    assert {n: u for n, u in after.items() if n != "kv-1"} == {
+        n: u for n, u in before.items() if n != "kv-1"
+    }
+    reasons = workload.event_reasons("kv-health")
+    assert "NotDrained" in reasons, reasons
+    assert "Draining" not in reasons, reasons
+    untouched(target_before, workload.get("statefulset", "kv"))
 
 
 def test_a_leaking_member_of_an_lws_group_restarts_that_group_once_and_no_other(

@@ -116,3 +116,51 @@ def test_printer_columns_and_short_names(installed: Cluster, namespace: str) -> 
     header = out.splitlines()[0].split()
     assert header == ["NAME", "REPLICAS", "READY", "DEGRADED", "RECYCLING", "AGE"]
     installed.kubectl("get", "rcp")
+
+
+TARGET = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama"}
+LWS_TARGET = {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "big"}
+TEMPLATE = {"spec": {"containers": [{"name": "server", "image": "x"}]}}
+
+
+def _raw(namespace: str, spec: dict[str, Any]) -> str:
+    body = {
+        "apiVersion": "infercycle.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": "probe", "namespace": namespace},
+        "spec": spec,
+    }
+    return json.dumps(body)
+
+
+def test_an_attached_deployment_is_accepted(installed: Cluster, namespace: str) -> None:
+    for target in (TARGET, LWS_TARGET):
+        spec = {"targetRef": target, "restartStrategy": "Recreate"}
+        installed.kubectl("apply", "--dry-run=server", "-f", "-", input=_raw(namespace, spec))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"replicas": 2, "template": TEMPLATE, "targetRef": TARGET}, "set exactly one of"),
+        ({"replicas": 2}, "set exactly one of"),
+        ({"template": TEMPLATE}, "spec.replicas is required with spec.template"),
+        (
+            {"targetRef": {**TARGET, "kind": "LeaderWorkerSet"}},
+            "leaderworkerset.x-k8s.io/v1 for LeaderWorkerSet",
+        ),
+        ({"targetRef": {**TARGET, "kind": "DaemonSet"}}, "spec.targetRef.kind"),
+        (
+            {"targetRef": LWS_TARGET, "restartStrategy": "InPlace"},
+            "must be Recreate for a LeaderWorkerSet",
+        ),
+    ],
+)
+def test_template_and_target_ref_rules_are_enforced_by_the_api_server(
+    installed: Cluster, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    result = installed.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=_raw(namespace, spec), check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
