@@ -59,9 +59,10 @@ class AttachedWorld:
         self.clock = Clock()
         self.kube = FakeKube(attached_deployment(kind, target.name), pods)
         self.target = target
+        self.agents = FakeAgents(self.kube)
         self.executor = Executor(
             self.kube,
-            FakeAgents(self.kube),
+            self.agents,
             Reporter(self.kube, self.clock),
             lambda context, name: inputs.read_unit(self.kube, context, name),
             self.clock,
@@ -301,3 +302,35 @@ async def test_group_budgets_count_groups_not_pods() -> None:
     assert plan.candidate is None
     assert plan.holds[0].guard == "MaxUnavailable"
     assert "1 groups already unavailable" in plan.holds[0].message
+
+
+async def test_an_attached_statefulset_with_the_agent_restarts_in_place_through_its_gate() -> None:
+    pods = {
+        name: attached_pod(name, f"uid-{name}", {"app": "kv"}) for name in ("kv-0", "kv-1", "kv-2")
+    }
+    target = Target(
+        TargetKind.STATEFUL_SET, "kv", LabelSelector(match_labels={"app": "kv"}), desired=3
+    )
+    world = AttachedWorld("StatefulSet", target, pods)
+    world.kube.body["spec"]["restartStrategy"] = "InPlace"
+    assert world.context().agent_enabled  # the user's agent sidecar checkpoints first
+    await world.start("kv-1")
+    assert ("gate", "kv-1", "false") in world.kube.calls
+    # Drained: the gate is False, so the pod is not Ready, while its containers are.
+    conditions = world.kube.pods["kv-1"]["status"]["conditions"]
+    for condition in conditions:
+        if condition["type"] == "Ready":
+            condition["status"] = "False"
+    await world.cycle()  # checkpoint, then the in-place restart, in one cycle
+    agent = world.agents.agents["kv-1"]
+    assert (agent.checkpoints, agent.restarts) == (1, 1)
+    await world.cycle()
+    # Ready by its containers despite the drained gate: the machine undrains it.
+    assert world.step() == "Verifying"
+    assert ("gate", "kv-1", "true") in world.kube.calls
+    assert not any(call[0] == "evict" for call in world.kube.calls)
+    world.clock.advance(121)
+    await world.cycle()
+    assert [(r["pod"], r["result"]) for r in world.kube.history] == [("kv-1", "Succeeded")]
+    assert world.touched("kv-0") == []
+    assert world.touched("kv-2") == []
