@@ -53,9 +53,9 @@ async def _report(args: argparse.Namespace, settings: OperatorSettings) -> dict[
         registry.policies[policy["metadata"]["name"]] = policy.get("spec") or {}
     ns = kube.core.read_namespace(namespace)
     registry.namespaces[namespace] = dict(ns.metadata.labels or {})
-    pods = kube.core.list_namespaced_pod(
-        namespace, label_selector=f"infercycle.io/deployment={name}", _preload_content=False
-    )
+    # Every pod of the namespace: the registry finds the deployment's own by its selector (the
+    # owned pods' label, or an attached workload's selector).
+    pods = kube.core.list_namespaced_pod(namespace, _preload_content=False)
     for pod in json.loads(pods.data).get("items", []):
         registry.put_pod(pod, deleted=False)
     return await explain(controller, (namespace, name))

@@ -16,6 +16,7 @@ async def explain(controller: FleetController, key: DeploymentKey) -> dict[str, 
     if body is None:
         msg = f"InferenceDeployment {key[0]}/{key[1]} not found"
         raise LookupError(msg)
+    await controller.read_targets()
     context = inputs.context_for(controller.registry, key, body)
     report: dict[str, Any] = {"deployment": f"{key[0]}/{key[1]}"}
     if context.policy is None:

@@ -310,9 +310,9 @@ def pod_state(pod: dict[str, Any], server_container: str, *, attached: bool = Fa
     )
     if attached:
         serving = conditions.get(SERVING_GATE) != "False"
-        ready = (conditions.get("ContainersReady") or conditions.get("Ready")) == "True"
-        if not gated:
-            ready = conditions.get("Ready") == "True"
+        # With the gate, Ready includes our own drain: the pod's health is ContainersReady.
+        health = "ContainersReady" if gated and "ContainersReady" in conditions else "Ready"
+        ready = conditions.get(health) == "True"
     else:
         serving = labels.get(SERVING_LABEL, "true") == "true"
         ready = conditions.get("Ready") == "True"
