@@ -15,6 +15,7 @@ so nothing else in the cluster depends on this process.
     command(binary, kubeconfig, config) the command line that runs it
 
 Nothing here starts a process: the test fixture (``tests/fixtures/lws.py``) does, and stops it.
+``python -m localcluster.lws`` builds ahead of the tests (``.ci/run`` does).
 """
 
 from __future__ import annotations
@@ -195,3 +196,18 @@ def webhook_configurations(ca_crt: Path, port: int = WEBHOOK_PORT) -> list[dict[
 
 def command(binary: Path, kubeconfig: Path, config: Path) -> list[str]:
     return [str(binary), f"--kubeconfig={kubeconfig}", f"--config={config}", "--zap-log-level=info"]
+
+
+def main() -> int:
+    """``python -m localcluster.lws``: build (or find cached) the controller and its CRD."""
+    try:
+        path = build_controller()
+    except ClusterError as error:
+        log(f"error: {error}")
+        return 1
+    log(f"{BINARY} ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
