@@ -172,7 +172,17 @@ def _apply_agent_network_policy(controller: FleetController, body: dict[str, Any
 
 @kopf.on.delete(*INFD)
 def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Children go with their owner (owner references); the engine forgets the fleet."""
+    """Children go with their owner (owner references); an attached workload gets back every
+    pod drained through its readiness gate; the engine forgets the fleet."""
     namespace, name = body.metadata.namespace, body.metadata.name
     if namespace is not None and name is not None:
-        _controller(memo).forget((namespace, name))
+        controller = _controller(memo)
+        try:
+            returned = controller.release(dict(body))
+        except Exception as error:
+            raise kopf.TemporaryError(
+                f"drained pods not returned yet: {error}", delay=10
+            ) from error
+        if returned:
+            log.info("returned %s to service before %s/%s goes", returned, namespace, name)
+        controller.forget((namespace, name))

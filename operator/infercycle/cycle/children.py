@@ -6,8 +6,9 @@ from typing import Any
 
 from infercycle.api.resources import InferenceDeploymentSpec, RestartStrategy
 from infercycle.api.values import EffectivePolicy
+from infercycle.cycle.inputs import read_target
 from infercycle.kube import workload
-from infercycle.kube.api import KubeApi
+from infercycle.kube.api import KubeApi, pod_state
 
 
 def reconcile_children(
@@ -37,3 +38,26 @@ def attach_children(kube: KubeApi, body: dict[str, Any], spec: InferenceDeployme
         metadata = body["metadata"]
         owner = workload.owner_reference(metadata["name"], metadata["uid"])
         kube.ensure_agent_token(metadata["name"], metadata["namespace"], owner)
+
+
+def release_attached(kube: KubeApi, body: dict[str, Any]) -> list[str]:
+    """An attached deployment going away leaves no pod out of service: every pod of its target
+    drained through the readiness gate is returned (the names returned). Nothing else of the
+    workload is touched."""
+    try:
+        spec = InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        return []
+    if spec.target_ref is None:
+        return []
+    namespace = body["metadata"]["namespace"]
+    lookup = read_target(kube, (namespace, body["metadata"]["name"]), spec)
+    if lookup.target is None:
+        return []
+    returned = []
+    for raw in kube.list_pods(namespace, lookup.target.selector.to_query()):
+        pod = pod_state(raw, "", attached=True)
+        if pod.drainable and not pod.serving and not pod.terminating:
+            kube.set_readiness_gate(namespace, pod.name, pod.uid, True)
+            returned.append(pod.name)
+    return returned

@@ -22,7 +22,7 @@ from infercycle.api.units import from_timestamp
 from infercycle.cycle import evaluation as evaluating
 from infercycle.cycle import inputs
 from infercycle.cycle.agents import AgentConnections
-from infercycle.cycle.children import attach_children, reconcile_children
+from infercycle.cycle.children import attach_children, reconcile_children, release_attached
 from infercycle.cycle.execution import Executor
 from infercycle.cycle.ports import AgentConnector
 from infercycle.cycle.reporting import (
@@ -116,6 +116,10 @@ class FleetController:
         state = self.states.get(key)
         if state is not None:
             state.pdb_max_unavailable = wanted
+
+    def release(self, body: dict[str, Any]) -> list[str]:
+        """Before an attached deployment goes: return its drained pods to service."""
+        return release_attached(self.kube, body)
 
     def forget(self, key: DeploymentKey) -> None:
         self.registry.forget(key)

@@ -160,6 +160,15 @@ class FakeKube:
     status_writes: int = 0
     # What the workload's controller does once a pod is evicted (default: same name, new UID).
     on_evict: Callable[[FakeKube, dict[str, Any]], None] | None = None
+    # Workloads by (plural, name), for attached deployments.
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def read_object(
+        self, namespace: str, api_path: tuple[str, str, str], name: str
+    ) -> dict[str, Any] | None:
+        self.requests += 1
+        found = self.objects.get((api_path[2], name))
+        return copy.deepcopy(found) if found is not None else None
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests += 1

@@ -9,6 +9,7 @@ from typing import Any
 from infercycle.api.resources import TargetKind
 from infercycle.api.spec import LabelSelector
 from infercycle.cycle import inputs
+from infercycle.cycle.children import release_attached
 from infercycle.cycle.execution import Executor
 from infercycle.cycle.reporting import Reporter, drainable_condition
 from infercycle.cycle.state import (
@@ -334,3 +335,18 @@ async def test_an_attached_statefulset_with_the_agent_restarts_in_place_through_
     assert [(r["pod"], r["result"]) for r in world.kube.history] == [("kv-1", "Succeeded")]
     assert world.touched("kv-0") == []
     assert world.touched("kv-2") == []
+
+
+def test_deleting_an_attached_deployment_returns_its_drained_pods_and_nothing_else() -> None:
+    world = web_world()
+    world.kube.objects[("deployments", "web")] = {
+        "metadata": {"generation": 4},
+        "spec": {"replicas": 3, "selector": {"matchLabels": WEB}},
+    }
+    world.kube.set_readiness_gate(NAMESPACE, "web-7d9-b", "uid-web-7d9-b", False)
+    world.kube.calls.clear()
+    returned = release_attached(world.kube, world.kube.body)  # type: ignore[arg-type]
+    assert returned == ["web-7d9-b"]
+    assert world.kube.calls == [("gate", "web-7d9-b", "true")]
+    del world.kube.objects[("deployments", "web")]
+    assert release_attached(world.kube, world.kube.body) == []  # type: ignore[arg-type]
