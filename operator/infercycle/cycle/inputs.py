@@ -144,7 +144,7 @@ def read_target(kube: KubeApi, key: DeploymentKey, spec: InferenceDeploymentSpec
     assert ref is not None
     try:
         body = kube.read_object(key[0], api_path(ref), ref.name)
-    except Exception as error:
+    except Exception as error:  # forbidden, unreachable: said on the deployment, read again
         return TargetLookup(None, f"{ref.kind}/{ref.name} could not be read: {error}")
     if body is None:
         return TargetLookup(
