@@ -3,6 +3,12 @@
 prometheus-api-client is blocking, so each query runs in a worker thread under a timeout; the
 queries of one cycle run concurrently. Any failure is reported per query, never raised into the
 cycle: the caller turns missing answers into "no data", which never condemns a pod.
+
+A signal query must answer an instant vector with one series per (namespace, pod). Any other
+answer (a range vector, a scalar, a string, native histograms, a body that is not the API's
+JSON) is an ``UnexpectedAnswerError`` for that query alone, saying how to fix the PromQL. A pod
+with several series in one answer gets no value from it, and ``FleetSnapshot.problem_for``
+reports it to the deployment that pod belongs to.
 """
 
 from __future__ import annotations
