@@ -34,10 +34,13 @@ def deployment_manifest(
     *,
     replicas: int = 8,
     scenario: str = "healthy",
+    server: str = "vllm",
     extra_spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A simulated fleet of ``server`` pods (the simulator writes that server's metrics)."""
     spec: dict[str, Any] = {
         "replicas": replicas,
+        "server": server,
         "restartStrategy": "Recreate",
         "agent": {"enabled": False},
         "health": fast_health(),
@@ -54,6 +57,7 @@ def deployment_manifest(
             "metadata": {
                 "annotations": {
                     "sim.infercycle.io/scenario": scenario,
+                    "sim.infercycle.io/server": server,
                     "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
                 }
             },
