@@ -50,7 +50,7 @@ unit: venv
 	$(BIN)/pytest tests/unit sim/tests -m "not integration and not e2e"
 
 integration: venv
-	$(BIN)/pytest tests/integration tests/e2e
+	$(BIN)/pytest tests/prometheus tests/integration tests/e2e
 
 # The README's test command: static checks, then every test against the real local cluster.
 test: lint crds-check delivery-check

@@ -203,9 +203,13 @@ def openmetrics(fleet: Fleet, end: int, minutes: float, history_offset: float) -
         yield "".join(chunk)
     kv = np.clip(fleet.kv[:, None] + 0.02 * noise, 0, 1)
     yield from family("vllm:kv_cache_usage_perc", kv, fmt="{:.4f}")
-    yield from family("vllm:request_success_total", requests, fmt="{:.1f}")
+    stop = ',finished_reason="stop"'
+    yield from family("vllm:request_success_total", requests, stop, fmt="{:.1f}")
+    # vLLM counts failed requests in the same family, finished_reason="error".
     failures = base / 1e4 + (fleet.rate * fleet.errors)[:, None] * elapsed[None, :]
-    yield from family("vllm:request_failure_total", failures, fmt="{:.2f}")
+    error = ',finished_reason="error"'
+    errors = family("vllm:request_success_total", failures, error, fmt="{:.2f}")
+    yield from (chunk for chunk in errors if not chunk.startswith("# TYPE"))
     running = np.maximum(fleet.rate[:, None] * 0.3 + noise, 0)
     yield from family("vllm:num_requests_running", running, fmt="{:.0f}")
     yield "# EOF\n"
@@ -486,8 +490,9 @@ def report(args: argparse.Namespace, r: dict[str, object]) -> None:
         "`container` label, `DCGM_FI_DEV_FB_USED` and `DCGM_FI_DEV_FB_FREE`, kube-state-metrics' "
         "`kube_pod_container_resource_limits` and `kube_pod_container_info`, "
         "`vllm:e2e_request_latency_seconds_bucket` "
-        f"with {len(BUCKETS)} buckets, `vllm:kv_cache_usage_perc`, `vllm:request_success_total`, "
-        "`vllm:request_failure_total`, `vllm:num_requests_running`), labelled with namespace "
+        f"with {len(BUCKETS)} buckets, `vllm:kv_cache_usage_perc`, `vllm:request_success_total` "
+        '(`finished_reason` "stop" and "error"), `vllm:num_requests_running`), labelled with '
+        "namespace "
         "and pod, are backfilled with `promtool tsdb create-blocks-from openmetrics` and served "
         f"by a local Prometheus ({ADDRESS}, retention 30d). 1 % of the pods leak host memory and "
         "1 % are slow. Each cycle runs the operator's `PrometheusReader.snapshot` over the "

@@ -103,6 +103,12 @@ def start(name: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep-running", action="store_true", help="leave the operator running")
+    parser.add_argument(
+        "--server",
+        default="vllm",
+        choices=["vllm", "sglang", "tgi", "llamacpp", "triton", "dynamo"],
+        help="inference server the simulated fleet speaks (spec.server; default vllm)",
+    )
     args = parser.parse_args()
     global ENV, KUBECONFIG  # noqa: PLW0603 - set once, read by the helpers above
     ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -170,7 +176,7 @@ def main() -> int:
         "apply",
         "-f",
         "-",
-        stdin=json.dumps(deployment_manifest(NAME, NAMESPACE, replicas=8)),
+        stdin=json.dumps(deployment_manifest(NAME, NAMESPACE, replicas=8, server=args.server)),
         capture=False,
     )
 

@@ -41,11 +41,14 @@ def deployment_manifest(
     *,
     replicas: int = 8,
     scenario: str = "healthy",
+    server: str = "vllm",
     extra_spec: dict[str, Any] | None = None,
     cycle_interval_s: float = 2.0,
 ) -> dict[str, Any]:
+    """A simulated fleet of ``server`` pods (the simulator writes that server's metrics)."""
     spec: dict[str, Any] = {
         "replicas": replicas,
+        "server": server,
         "restartStrategy": "Recreate",
         "agent": {"enabled": False},
         "health": fast_health(cycle_interval_s),
@@ -62,6 +65,7 @@ def deployment_manifest(
             "metadata": {
                 "annotations": {
                     "sim.infercycle.io/scenario": scenario,
+                    "sim.infercycle.io/server": server,
                     "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
                 }
             },

@@ -1,4 +1,5 @@
-"""A fleet metrics simulator: what cAdvisor, dcgm-exporter and vLLM would export for every pod.
+"""A fleet metrics simulator: what cAdvisor, dcgm-exporter and the inference server would export
+for every pod.
 
     python -m infercycle_sim.fleetsim --kubeconfig K --port P --speed S [--config FILE]
 
@@ -11,9 +12,10 @@ again after any error) and serves Prometheus text on ``/metrics`` for every Runn
 - dcgm-exporter: ``DCGM_FI_DEV_FB_USED`` and ``DCGM_FI_DEV_FB_FREE`` (gauges, **MiB**, as the
   exporter reports them), labelled ``namespace``, ``pod``, ``container``, ``gpu``, ``UUID``,
   ``modelName``, ``Hostname``;
-- vLLM: ``vllm:e2e_request_latency_seconds`` (histogram), ``vllm:num_requests_running``,
-  ``vllm:kv_cache_usage_perc`` (0..1), ``vllm:request_success_total`` and
-  ``vllm:request_failure_total`` (counters), labelled ``namespace``, ``pod``, ``model_name``.
+- the inference server's own families, as :mod:`infercycle_sim.servers` writes them for the
+  pod's server (vLLM unless the pod annotation ``sim.infercycle.io/server`` or the config's
+  ``defaults.server`` names sglang, tgi, llamacpp, triton or dynamo), labelled ``namespace``
+  and ``pod`` besides the server's own labels.
 
 Each pod follows a scenario of :mod:`infercycle_sim.scenarios`, chosen by the pod annotation
 ``sim.infercycle.io/scenario``, else by the first rule of the config file whose glob matches
@@ -39,11 +41,10 @@ and failures per second at the pod's simulated age. State is keyed by pod UID, s
 pod (same name, new UID) starts again at age zero with fresh counters; counters never decrease
 for one UID.
 
-The latency histogram is synthesised so that ``histogram_quantile(0.99, rate(...))`` returns the
-scenario's p99: at each step the request increment is spread over the buckets with a cumulative
-share that puts the 0.99 point, under Prometheus's linear interpolation inside a bucket, exactly at
-the model's p99. ``vllm:request_failure_total`` grows so that failures / (successes + failures)
-is the model's ``error_rate``; ``vllm:request_success_total`` grows at ``request_rate``.
+The latency histograms are synthesised so that ``histogram_quantile(0.99, rate(...))`` returns
+the scenario's p99 (see :func:`infercycle_sim.servers.cumulative_shares`); errors grow so that
+errors / finished requests is the model's ``error_rate``; finished requests grow at
+``request_rate``.
 
 ``GET /healthz`` answers ``ok``; ``GET /pods`` returns the simulated pods as JSON; ``GET /info``
 the simulator's settings. ``--parent-pid`` stops it when that process is gone.
@@ -56,7 +57,6 @@ import fnmatch
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -72,57 +72,24 @@ from typing import Any, Protocol
 
 import yaml
 
+from infercycle.api.servers import ServerKind
+from infercycle_sim.servers import EngineState, Family, PodEngine
+from infercycle_sim.servers import render as render_server
+
 log = logging.getLogger("infercycle.fleetsim")
 
 ANNOTATION_SCENARIO = "sim.infercycle.io/scenario"
 ANNOTATION_PARAMS = "sim.infercycle.io/params"
 ANNOTATION_AGE_OFFSET = "sim.infercycle.io/age-offset"
 ANNOTATION_DISABLED = "sim.infercycle.io/disabled"
+ANNOTATION_SERVER = "sim.infercycle.io/server"
 
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.125,
-    0.15,
-    0.2,
-    0.25,
-    0.3,
-    0.5,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    2.5,
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    40.0,
-    50.0,
-    60.0,
-    120.0,
-    240.0,
-    480.0,
-    960.0,
-    1920.0,
-    7680.0,
-)
-"""vLLM's e2e latency buckets plus finer ones below 0.3 s so that ~85 ms p99 is resolvable."""
 
 MIB = float(2**20)
 GPU_TOTAL_MIB = 81920.0
-MODEL_NAME = "sim-model"
 GPU_MODEL = "NVIDIA H100 80GB HBM3"
 MAX_STEP_S = 2.0
 """Counters are integrated in real-time steps of at most this length."""
-QUANTILE = 0.99
-QUANTILE_SPREAD = 0.01
-"""Cumulative share at the lower / upper edge of the p99 bucket is 0.99 -/+ this times the
-position of p99 inside the bucket, so the bucket holds the 0.99 point."""
 
 
 class PodModelLike(Protocol):
@@ -153,6 +120,7 @@ class SimConfig:
     default_params: dict[str, float] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     fleet_surge: bool = False
+    default_server: str = ServerKind.VLLM.value
 
     @classmethod
     def load(cls, path: str | None) -> SimConfig:
@@ -180,6 +148,7 @@ class SimConfig:
             default_params={str(k): float(v) for k, v in (defaults.get("params") or {}).items()},
             rules=rules,
             fleet_surge=str(raw.get("fleetLoad", "")).lower() == "surge",
+            default_server=str(defaults.get("server", ServerKind.VLLM.value)),
         )
 
     def choose(self, namespace: str, name: str) -> tuple[str, dict[str, float], float]:
@@ -197,7 +166,8 @@ class SimConfig:
 
 def _spec_key(pod: Any) -> str:
     annotations = dict(pod.metadata.annotations or {})
-    return json.dumps([annotations.get(key) for key in (ANNOTATION_SCENARIO, ANNOTATION_PARAMS)])
+    keys = (ANNOTATION_SCENARIO, ANNOTATION_PARAMS)
+    return json.dumps([annotations.get(key) for key in keys])
 
 
 def _serving(pod: Any) -> bool:
@@ -206,41 +176,6 @@ def _serving(pod: Any) -> bool:
 
 def stable_seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-
-
-def cumulative_shares(p99: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> list[float]:
-    """Share of requests at or below each bucket bound, placing the 0.99 quantile at ``p99``.
-
-    ``histogram_quantile`` interpolates linearly inside the bucket that holds the quantile;
-    the shares at that bucket's bounds are chosen so that the interpolation lands on ``p99``.
-    Below it the shares follow a log-normal body, above it the rest fills the next bucket.
-    """
-    shares = [1.0] * len(buckets)
-    if p99 <= 0 or not math.isfinite(p99):
-        return shares
-    index = next((i for i, le in enumerate(buckets) if p99 <= le), None)
-    if index is None:
-        return [0.0] * len(buckets)
-    lower = buckets[index - 1] if index > 0 else 0.0
-    t = (p99 - lower) / (buckets[index] - lower)
-    at_lower = QUANTILE - QUANTILE_SPREAD * t
-    at_upper = QUANTILE + QUANTILE_SPREAD * (1 - t)
-    if index == 0:
-        # From zero up to the first bound: all mass below the bound, interpolated from 0.
-        shares[0] = min(1.0, QUANTILE / max(t, 1e-9))
-        return shares
-    sigma = 0.35
-    median = p99 / math.exp(2.326 * sigma)
-
-    def lognormal_cdf(x: float) -> float:
-        return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
-
-    body_top = lognormal_cdf(lower)
-    for i in range(index):
-        body = lognormal_cdf(buckets[i]) / body_top if body_top > 0 else 1.0
-        shares[i] = at_lower * body
-    shares[index] = at_upper
-    return shares
 
 
 @dataclass
@@ -255,17 +190,14 @@ class PodSim:
     age_offset: float
     start: float
     model: PodModelLike
+    server: str = "vllm"
+    engine: EngineState = field(default_factory=lambda: EngineState.new(ServerKind.VLLM))
     running: bool = True
     serving: bool = True
     spec_key: str = ""
     last_step: float | None = None
     last_sample: dict[str, float | None] = field(default_factory=dict)
     cpu_seconds: float = 0.0
-    success: float = 0.0
-    failure: float = 0.0
-    latency_sum: float = 0.0
-    latency_count: float = 0.0
-    buckets: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_BUCKETS))
 
     def age(self, now: float, speed: float) -> float:
         return self.age_offset + max(0.0, now - self.start) * speed
@@ -288,21 +220,7 @@ class PodSim:
         cpu = sample.get("cpu")
         if cpu is not None:
             self.cpu_seconds += max(cpu, 0.0) * dt
-        rate = sample.get("request_rate")
-        if rate is None or rate <= 0:
-            return
-        requests = rate * dt
-        self.success += requests
-        error = sample.get("error_rate")
-        if error is not None and error > 0:
-            error = min(error, 0.99)
-            self.failure += requests * error / (1 - error)
-        p99 = sample.get("latency_p99")
-        if p99 is not None and p99 > 0:
-            for i, share in enumerate(cumulative_shares(p99)):
-                self.buckets[i] += requests * share
-            self.latency_count += requests
-            self.latency_sum += requests * p99 / 2.2
+        self.engine.accumulate(sample, dt)
 
     def describe(self, now: float, speed: float) -> dict[str, Any]:
         return {
@@ -316,10 +234,11 @@ class PodSim:
             "age_s": round(self.age(now, speed), 3),
             "running": self.running,
             "sample": self.last_sample,
+            "server": self.server,
             "counters": {
                 "cpu_seconds": self.cpu_seconds,
-                "success": self.success,
-                "failure": self.failure,
+                "finished": self.engine.finished,
+                "errors": self.engine.errors,
             },
         }
 
@@ -381,6 +300,14 @@ class Fleet:
                     meta.name,
                     ANNOTATION_AGE_OFFSET,
                 )
+        server = annotations.get(ANNOTATION_SERVER, self.config.default_server)
+        try:
+            engine = EngineState.new(server)
+        except ValueError:
+            log.warning(
+                "pod %s/%s: unknown server %r; using vllm", meta.namespace, meta.name, server
+            )
+            server, engine = ServerKind.VLLM.value, EngineState.new(ServerKind.VLLM)
         seed = stable_seed(f"{meta.namespace}/{meta.name}")
         try:
             model = _scenarios().make_pod_model(scenario, seed, params or None)
@@ -405,6 +332,8 @@ class Fleet:
             age_offset=self.age_offset + offset,
             start=start,
             model=model,
+            server=server,
+            engine=engine,
         )
 
     def upsert(self, pod: Any) -> None:
@@ -436,16 +365,7 @@ class Fleet:
                     # A new scenario from now on; counters carry over so they stay monotonic.
                     rebuilt.start = current.start
                     rebuilt.age_offset = current.age_offset
-                    for counter in (
-                        "cpu_seconds",
-                        "success",
-                        "failure",
-                        "latency_sum",
-                        "latency_count",
-                        "buckets",
-                        "last_step",
-                        "last_sample",
-                    ):
+                    for counter in ("cpu_seconds", "engine", "server", "last_step", "last_sample"):
                         setattr(rebuilt, counter, getattr(current, counter))
                     self.pods[uid] = rebuilt
                     log.info(
@@ -488,66 +408,23 @@ class Fleet:
 # exposition
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _num(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        self.header = f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
-        self.lines: list[str] = []
-
-    def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        self.lines.append(f"{name}{_labels(labels)} {_num(value)}\n")
-
-    def render(self) -> str:
-        return self.header + "".join(self.lines)
-
-
 def render(pods: Iterable[PodSim]) -> str:
-    cpu = _Family(
+    cpu = Family(
         "container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds."
     )
-    mem = _Family("container_memory_working_set_bytes", "gauge", "Current working set in bytes.")
-    fb_used = _Family("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).")
-    fb_free = _Family("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).")
-    latency = _Family(
-        "vllm:e2e_request_latency_seconds",
-        "histogram",
-        "Histogram of end to end request latency in seconds.",
-    )
-    running = _Family(
-        "vllm:num_requests_running", "gauge", "Number of requests currently running on GPU."
-    )
-    kv = _Family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.")
-    success = _Family(
-        "vllm:request_success_total", "counter", "Count of successfully processed requests."
-    )
-    failure = _Family(
-        "vllm:request_failure_total", "counter", "Count of requests that finished with an error."
-    )
+    mem = Family("container_memory_working_set_bytes", "gauge", "Current working set in bytes.")
+    fb_used = Family("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).")
+    fb_free = Family("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).")
+    engines: dict[str, list[PodEngine]] = {}
     for pod in pods:
         sample = pod.last_sample
         if sample and all(v is None for v in sample.values()):
             continue  # a scrape gap: the target answers nothing for this pod
         base = {"namespace": pod.namespace, "pod": pod.name}
         cont = {**base, "container": pod.container}
-        vllm = {**base, "model_name": MODEL_NAME}
-        cpu.add("container_cpu_usage_seconds_total", cont, pod.cpu_seconds)
+        cpu.add(cont, pod.cpu_seconds)
         if sample.get("memory") is not None:
-            mem.add("container_memory_working_set_bytes", cont, float(sample["memory"] or 0.0))
+            mem.add(cont, float(sample["memory"] or 0.0))
         gpu = sample.get("gpu_memory")
         if gpu is not None:
             gpu_labels = {
@@ -558,24 +435,11 @@ def render(pods: Iterable[PodSim]) -> str:
                 "Hostname": pod.node,
             }
             used = max(gpu, 0.0) / MIB
-            fb_used.add("DCGM_FI_DEV_FB_USED", gpu_labels, round(used))
-            fb_free.add("DCGM_FI_DEV_FB_FREE", gpu_labels, round(max(GPU_TOTAL_MIB - used, 0.0)))
-        for le, count in zip(LATENCY_BUCKETS, pod.buckets, strict=True):
-            latency.add("vllm:e2e_request_latency_seconds_bucket", {**vllm, "le": _num(le)}, count)
-        latency.add(
-            "vllm:e2e_request_latency_seconds_bucket", {**vllm, "le": "+Inf"}, pod.latency_count
-        )
-        latency.add("vllm:e2e_request_latency_seconds_sum", vllm, pod.latency_sum)
-        latency.add("vllm:e2e_request_latency_seconds_count", vllm, pod.latency_count)
-        rate, p99 = sample.get("request_rate"), sample.get("latency_p99")
-        in_flight = (rate or 0.0) * (p99 or 0.0) / 2.2
-        running.add("vllm:num_requests_running", vllm, round(in_flight))
-        if sample.get("kv_cache") is not None:
-            kv.add("vllm:kv_cache_usage_perc", vllm, float(sample["kv_cache"] or 0.0))
-        success.add("vllm:request_success_total", {**vllm, "finished_reason": "stop"}, pod.success)
-        failure.add("vllm:request_failure_total", vllm, pod.failure)
-    families = (cpu, mem, fb_used, fb_free, latency, running, kv, success, failure)
-    return "".join(f.render() for f in families)
+            fb_used.add(gpu_labels, round(used))
+            fb_free.add(gpu_labels, round(max(GPU_TOTAL_MIB - used, 0.0)))
+        engines.setdefault(pod.server, []).append((base, pod.engine))
+    text = "".join(f.render() for f in (cpu, mem, fb_used, fb_free))
+    return text + "".join(render_server(server, group) for server, group in engines.items())
 
 
 def make_handler(fleet: Fleet) -> type[BaseHTTPRequestHandler]:
@@ -698,7 +562,8 @@ def serve(fleet: Fleet, host: str, port: int) -> ThreadingHTTPServer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infercycle_sim.fleetsim",
-        description="Simulated cAdvisor, dcgm-exporter and vLLM metrics for every Running pod.",
+        description="Simulated cAdvisor, dcgm-exporter and inference-server metrics for every "
+        "Running pod.",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster or ~/.kube)")
     parser.add_argument("--host", default="127.0.0.1")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from infercycle.api.servers import profile_for
 from tests.fixtures.cluster import Cluster, FleetSim
 
 pytestmark = pytest.mark.integration
@@ -276,3 +277,35 @@ def test_crds_apply_server_side(cluster: Cluster) -> None:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     for path in files:
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(path))
+
+
+def test_an_sglang_fleet_is_read_through_the_sglang_profile(
+    cluster: Cluster, namespace: str, fleetsim: FleetSim
+) -> None:
+    """Pods the simulator serves as SGLang: the harness's Prometheus scrapes SGLang's families
+    and every SGLang query that needs no more than the run's minutes answers for each pod."""
+    annotations = {"sim.infercycle.io/age-offset": "600", "sim.infercycle.io/server": "sglang"}
+    apply(cluster, namespace, statefulset("sgl", 2, annotations=annotations))
+    wait_ready_pods(cluster, namespace, "app=sgl", 2)
+    mine = {(namespace, f"sgl-{i}") for i in range(2)}
+    profile = profile_for("sglang")
+
+    def answered() -> dict[str, dict[tuple[str, str], float]] | None:
+        found = {}
+        for signal in ("latency_p99", "token_latency_p99", "kv_cache", "request_rate"):
+            rows = cluster.prometheus_query(profile.queries[signal])
+            values = {
+                (r["metric"]["namespace"], r["metric"]["pod"]): float(r["value"][1]) for r in rows
+            }
+            if not mine <= set(values) or not all(math.isfinite(values[k]) for k in mine):
+                return None
+            found[signal] = values
+        return found
+
+    found = cluster.wait_for("every SGLang signal for both pods", answered, timeout=90)
+    vllm = cluster.prometheus_query("vllm:num_requests_running")
+    assert mine.isdisjoint((r["metric"]["namespace"], r["metric"]["pod"]) for r in vllm)
+    for key in mine:
+        assert 0 < found["kv_cache"][key] <= 1
+        assert found["request_rate"][key] > 0
+        assert found["token_latency_p99"][key] < found["latency_p99"][key]

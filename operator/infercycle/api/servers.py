@@ -310,8 +310,9 @@ def _profile(
 VLLM = _profile(
     ServerKind.VLLM,
     "vLLM",
-    "vLLM 0.11.0: vllm/v1/metrics/loggers.py (PrometheusStatLogger), "
-    "vllm/v1/engine/__init__.py (FinishReason)",
+    "vLLM 0.10-0.11 (V1 engine): vllm/v1/metrics/loggers.py (PrometheusStatLogger: names, "
+    "model_name/engine labels, buckets), vllm/v1/engine/__init__.py (FinishReason, whose "
+    '"error" reason newer releases add)',
     "the API server's own port (8000 by default), path /metrics; always on",
     {
         "latency_p99": SignalSource(
@@ -391,7 +392,7 @@ _SGLANG_RESPONSES = 'sglang:http_responses_total{endpoint=~"/generate|/v1/.+"}'
 SGLANG = _profile(
     ServerKind.SGLANG,
     "SGLang",
-    "SGLang 0.5.2 (--enable-metrics): python/sglang/srt/metrics/collector.py "
+    "SGLang 0.5 (--enable-metrics): python/sglang/srt/metrics/collector.py "
     "(TokenizerMetricsCollector, SchedulerMetricsCollector), python/sglang/srt/utils/common.py "
     "(add_prometheus_track_response_middleware)",
     "the server port (30000 by default), path /metrics; only with --enable-metrics",
@@ -466,7 +467,7 @@ SGLANG = _profile(
 TGI = _profile(
     ServerKind.TGI,
     "Text Generation Inference (TGI)",
-    "text-generation-inference 3.3.4: router/src/server.rs (bucket setup), "
+    "text-generation-inference 3.x: router/src/server.rs (bucket setup), "
     "router/src/infer/mod.rs, router/src/infer/v3 queue and scheduler (counters, gauges)",
     "the router's port (80 in the container image, 3000 otherwise), path /metrics; always on",
     {
@@ -591,14 +592,24 @@ LLAMACPP = _profile(
 TRITON = _profile(
     ServerKind.TRITON,
     "Triton Inference Server / TensorRT-LLM",
-    "Triton Inference Server 2.59 (25.06): core src/metrics.cc, model-level counters; "
-    "TensorRT-LLM backend inflight_batcher_llm custom metrics (nv_trt_llm_*)",
+    "Triton Inference Server 2.5x: core src/metrics.cc (model-level counters); TensorRT-LLM "
+    "backend custom metrics (nv_trt_llm_request_metrics, nv_trt_llm_kv_cache_block_metrics)",
     "port 8002, path /metrics; on by default (--allow-metrics)",
     {
         "latency_p99": SignalSource(
             "latency_p99",
-            mean("nv_inference_request_duration_us", "nv_inference_request_success", 1e6),
-            ("nv_inference_request_duration_us", "nv_inference_request_success"),
+            rate_by_pod("nv_inference_request_duration_us")
+            + " / ("
+            + plus_optional(
+                rate_by_pod("nv_inference_request_success"),
+                rate_by_pod("nv_inference_request_failure"),
+            )
+            + " > 0) / 1e6",
+            (
+                "nv_inference_request_duration_us",
+                "nv_inference_request_success",
+                "nv_inference_request_failure",
+            ),
             "the mean request duration over the window, not a p99: Triton's latencies are "
             "counters unless histograms are enabled",
         ),
@@ -674,7 +685,8 @@ DYNAMO = _profile(
             "latency_p99",
             p99("dynamo_component_request_duration_seconds_bucket"),
             ("dynamo_component_request_duration_seconds",),
-            "the worker's request handling time; Prometheus client default buckets",
+            "the worker's request handling time; its buckets are taken to be the Prometheus "
+            "client's defaults (lowest 5 ms), not confirmed in the source",
             floor=PROMETHEUS_DEFAULT_BUCKETS[0],
         ),
         "ttft_p99": _unavailable(

@@ -161,3 +161,19 @@ def test_custom_server_keeps_infrastructure_rules_only() -> None:
     assert set(policy.health.queries) == set(INFRASTRUCTURE)
     # and the OOM kills the engine counts from the pods' status, whatever the server
     assert {r.signal for r in policy.health.rules} <= set(INFRASTRUCTURE) | RESTART_SIGNALS
+
+
+def test_the_documented_override_moves_the_latency_rules_to_per_token_latency() -> None:
+    layer = RecyclePolicySpec(
+        health=HealthSpec(
+            rules=[
+                SignalRuleSpec(name="latency-creep", signal="token_latency_p99"),
+                SignalRuleSpec(name="latency-outlier", signal="token_latency_p99"),
+            ]
+        )
+    )
+    policy = resolve_policy(layer)
+    latency = {r.name: r for r in policy.health.rules if r.name.startswith("latency-")}
+    assert {r.signal for r in latency.values()} == {"token_latency_p99"}
+    assert latency["latency-creep"].kind is RuleKind.BASELINE
+    assert policy.health.floors["token_latency_p99"] == 0.01
