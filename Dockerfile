@@ -3,8 +3,11 @@
 # from a bind mount, so no source tree, compiler or wheel cache ends up in a layer. The bind
 # mount needs BuildKit, Docker's default builder since 23.0.
 
-# Both stages use the same base, so the wheels match the interpreter that runs them.
-FROM python:3.11-slim-bookworm AS builder
+# Both stages use the same base, so the wheels match the interpreter that runs them. The public
+# image is the default; a machine without a registry passes its own build of a Debian bookworm
+# Python 3.11 base (hack/cluster builds one with debootstrap).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -17,7 +20,7 @@ COPY operator ./operator
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip wheel --only-binary=:all: --wheel-dir /wheels /wheels/infercycle-*.whl
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 # The version in pyproject.toml; a mismatch fails the install instead of shipping another one.
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="infercycle" \

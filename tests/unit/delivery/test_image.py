@@ -50,7 +50,10 @@ def test_final_stage_installs_only_the_wheel_and_runs_unprivileged() -> None:
     builder, final = _stages()
     assert " AS builder" in builder[0]
     assert builder[0].split()[1] == final[0].split()[1], "both stages need the same Python"
-    assert re.match(r"FROM python:3\.1[12]-slim", final[0])
+    assert final[0] == "FROM ${BASE_IMAGE}"
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.M)
+    assert base is not None, "the base image is a build argument"
+    assert re.match(r"python:3\.1[12]-slim", base.group(1)), "its default is the public image"
     text = "\n".join(final)
     assert "COPY" not in text.split("FROM", 2)[-1], "the final stage copies no source"
     assert "--mount=type=bind,from=builder" in text

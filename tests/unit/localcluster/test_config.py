@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import yaml
 
 from localcluster import addresses, data
+from localcluster.build import prometheus_binary
 from localcluster.components import all_components, kwok, prometheus
 from localcluster.components.context import Context
 from localcluster.errors import ClusterError
@@ -40,19 +40,46 @@ def test_the_prometheus_configuration_scrapes_the_file_sd_directory_with_honored
     ]
 
 
-def test_promtool_accepts_the_prometheus_configuration(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (`hack/cluster build` provides it)")
+@pytest.mark.parametrize("real_node", [False, True])
+def test_the_pinned_promtool_accepts_the_prometheus_configuration(
+    tmp_path: Path, real_node: bool
+) -> None:
+    promtool = prometheus_binary("promtool")
+    if not promtool.is_file():
+        pytest.skip(f"{promtool} is not built yet (`hack/cluster build` builds it)")
+    (tmp_path / "pki").mkdir()
+    for name in ("ca.crt", "admin.crt", "admin.key"):
+        (tmp_path / "pki" / name).write_text("")
     path = tmp_path / "prometheus.yml"
-    path.write_text(prometheus.render_config(tmp_path, 19090))
+    path.write_text(prometheus.render_config(tmp_path, 19090, real_node=real_node))
     result = subprocess.run(
-        [promtool, "check", "config", "--syntax-only", str(path)],
+        [str(promtool), "check", "config", "--syntax-only", str(path)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_with_the_real_node_prometheus_finds_the_kubelet_and_pods_through_the_api() -> None:
+    config = yaml.safe_load(prometheus.render_config(STATE, 19090, real_node=True))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    cadvisor = jobs["kubelet-cadvisor"]
+    assert cadvisor["metrics_path"] == "/metrics/cadvisor"
+    assert cadvisor["scheme"] == "https"
+    assert cadvisor["tls_config"]["ca_file"] == "/state/pki/ca.crt"
+    (discovery,) = cadvisor["kubernetes_sd_configs"]
+    assert discovery["role"] == "node"
+    assert discovery["api_server"] == "https://127.0.0.1:16443"
+    assert jobs["kubelet-resource"]["metrics_path"] == "/metrics/resource"
+    pods = jobs["kubernetes-pods"]
+    assert pods["kubernetes_sd_configs"][0]["role"] == "pod"
+    address = next(r for r in pods["relabel_configs"] if r.get("target_label") == "__address__")
+    assert address["replacement"] == "$1:$2"
+    targets = {r.get("target_label") for r in pods["relabel_configs"]}
+    assert {"namespace", "pod"} <= targets
+    kwok_only = yaml.safe_load(prometheus.render_config(STATE, 19090))["scrape_configs"]
+    assert [job["job_name"] for job in kwok_only] == ["prometheus", "infercycle-targets"]
 
 
 def test_kwok_configuration_comes_first_then_every_stage() -> None:

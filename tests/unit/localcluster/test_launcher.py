@@ -26,13 +26,14 @@ def _hack_cluster(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
 def test_the_launcher_offers_the_same_commands() -> None:
     result = _hack_cluster("--help", state=Path("/nonexistent"))
     assert result.returncode == 0
-    assert "{build,up,down,status,env,versions}" in result.stdout
+    assert "{build,up,down,status,env,versions,tool}" in result.stdout
 
 
 def test_up_keeps_its_options(tmp_path: Path) -> None:
     result = _hack_cluster("up", "--help", state=tmp_path)
     assert "--nodes" in result.stdout
     assert "--pod-cidr" in result.stdout
+    assert "--real-node {auto,on,off}" in result.stdout
 
 
 def test_versions_prints_the_pins_and_addresses_as_json(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def _openssl(*args: str) -> str:
 
 
 def test_every_certificate_is_signed_by_the_cluster_ca(made: Path) -> None:
-    for name in ("apiserver", "admin", "front-proxy-client"):
+    for name in pki.leaf_certificates():
         out = _openssl("verify", "-CAfile", str(made / "ca.crt"), str(made / f"{name}.crt"))
         assert out.strip().endswith(": OK"), out
 
@@ -36,7 +36,12 @@ def test_the_serving_certificate_is_valid_for_the_host_and_the_kubernetes_servic
     made: Path,
 ) -> None:
     text = _openssl("x509", "-in", str(made / "apiserver.crt"), "-noout", "-ext", "subjectAltName")
-    for name in ("IP Address:127.0.0.1", "IP Address:10.96.0.1", "DNS:kubernetes.default.svc"):
+    for name in (
+        "IP Address:127.0.0.1",
+        "IP Address:198.19.255.1",  # the real node's address, which pods reach
+        "IP Address:198.19.128.1",  # the kubernetes Service
+        "DNS:kubernetes.default.svc",
+    ):
         assert name in text
     usage = _openssl(
         "x509", "-in", str(made / "apiserver.crt"), "-noout", "-ext", "extendedKeyUsage"
@@ -48,6 +53,19 @@ def test_the_admin_is_a_cluster_admin_by_its_group(made: Path) -> None:
     subject = _openssl("x509", "-in", str(made / "admin.crt"), "-noout", "-subject")
     assert "O = system:masters" in subject
     assert "CN = infercycle-admin" in subject
+
+
+def test_the_real_node_gets_a_serving_certificate_and_a_node_identity(made: Path) -> None:
+    serving = _openssl(
+        "x509", "-in", str(made / "kubelet-serving.crt"), "-noout", "-ext", "subjectAltName"
+    )
+    assert "IP Address:198.19.255.1" in serving
+    assert "DNS:infercycle-node" in serving
+    client = _openssl("x509", "-in", str(made / "kubelet-client.crt"), "-noout", "-subject")
+    assert "O = system:nodes" in client
+    assert "CN = system:node:infercycle-node" in client
+    proxy = _openssl("x509", "-in", str(made / "kube-proxy.crt"), "-noout", "-subject")
+    assert "CN = system:kube-proxy" in proxy
 
 
 def test_keys_are_readable_by_their_owner_only(made: Path) -> None:

@@ -1,0 +1,3 @@
+module infercycle.local/pause
+
+go 1.22

@@ -1,0 +1,328 @@
+"""Recycles on the real node: real containers, a real volume, the kubelet restarting them.
+
+The operator runs as a process on the host; the pods run on the kubelet node with the project's
+image (the stand-in server and the agent sidecar). One stand-in really leaks, the kubelet's
+cAdvisor reports its working set, Prometheus scrapes it, and the operator recycles that pod:
+
+- ``InPlace``: drained (it leaves the client Service's endpoints), checkpointed through the
+  agent onto its PersistentVolume, its server process stopped; the kubelet restarts the
+  container in the same pod, and the agent restores the sessions into the new process.
+- ``Recreate``: evicted through the Eviction API; the StatefulSet creates the pod again, it
+  mounts the same claim, and the agent restores the sessions from the checkpoint on it.
+
+Healthy pods are never touched. Skipped, with the reason, where the machine cannot run
+containers.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import EndpointWatch, Fleet
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.realnode import (
+    AGENT_PORT,
+    SERVER_PORT,
+    HelmOperator,
+    Measurements,
+    Operator,
+    answers,
+    deployment,
+    event_time,
+    http,
+    pvc_host_path,
+    ready_since,
+    require_real_node,
+    restarts,
+)
+from tests.fixtures.cluster import Cluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(900)]
+
+NAME = "llm"
+REPLICAS = 3
+VICTIM = f"{NAME}-1"
+SESSIONS = 5
+
+
+@pytest.fixture
+def node_namespace(cluster: Cluster) -> Iterator[str]:
+    require_real_node(cluster)
+    name = f"real-node-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.wait_for(
+        f"the default ServiceAccount in {name}",
+        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        timeout=30,
+        interval=0.2,
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _pods(fleet: Fleet) -> dict[str, dict[str, Any]]:
+    return {pod["metadata"]["name"]: pod for pod in fleet.pods()}
+
+
+def _running_on_node(fleet: Fleet, node: str) -> dict[str, dict[str, Any]]:
+    pods = _pods(fleet)
+    ready = {
+        name: pod
+        for name, pod in pods.items()
+        if pod["spec"].get("nodeName") == node
+        and pod["status"].get("podIP")
+        and ready_since(pod) is not None
+    }
+    return ready if len(ready) == REPLICAS else {}
+
+
+def _token(cluster: Cluster, namespace: str) -> str:
+    encoded = cluster.kubectl(
+        "get", "secret", f"{NAME}-agent-token", "-n", namespace, "-o", "jsonpath={.data.token}"
+    ).stdout.strip()
+    return base64.b64decode(encoded).decode() if encoded else ""
+
+
+def _start_sessions(ip: str) -> dict[str, Any]:
+    for index in range(SESSIONS):
+        for turn in range(2):
+            http(
+                "POST",
+                f"http://{ip}:{SERVER_PORT}/v1/completions",
+                {"session_id": f"chat-{index}", "prompt": f"turn {turn} of chat {index}"},
+            )
+    return dict(http("GET", f"http://{ip}:{SERVER_PORT}/sessions")["sessions"])
+
+
+def _diagnose(cluster: Cluster, namespace: str, operator: OperatorProcess, fleet: Fleet) -> str:
+    pods = cluster.kubectl("get", "pods,pvc", "-n", namespace, "-o", "wide", check=False)
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False
+    )
+    agent = cluster.kubectl(
+        "logs", VICTIM, "-n", namespace, "-c", "agent", "--tail=30", check=False
+    )
+    return (
+        f"\n{pods.stdout}{pods.stderr}\n--- events:\n{events.stdout[-4000:]}\n"
+        f"--- status: {fleet.status()}\n--- agent:\n{agent.stdout}{agent.stderr}\n"
+        f"--- operator:\n{operator.tail()}"
+    )
+
+
+def _host_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> OperatorProcess:
+    assert cluster.prometheus_url is not None
+    assert cluster.real_node_image is not None
+    return OperatorProcess(
+        str(cluster.kubeconfig),
+        cluster.prometheus_url,
+        tmp_path / "logs",
+        namespaces=[namespace],
+        extra_env={
+            "INFERCYCLE_AGENT_IMAGE": cluster.real_node_image,
+            "INFERCYCLE_AGENT_TIMEOUT": "30s",
+        },
+    )
+
+
+def _recycle_on_the_real_node(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    strategy: str,
+    on_operation: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one recycle of the leaking pod to the end; return the victim's agent status."""
+    node = require_real_node(cluster)
+    image = cluster.real_node_image
+    assert image is not None
+    fleet = Fleet(cluster, namespace, NAME)
+    measurements = Measurements()
+    operator.start()
+    try:
+        fleet.apply(
+            deployment(
+                NAME, namespace, image, strategy=strategy, replicas=REPLICAS, leaking_pod=VICTIM
+            )
+        )
+        try:
+            before = cluster.wait_for(
+                f"{REPLICAS} Ready pods on {node}",
+                lambda: _running_on_node(fleet, node),
+                timeout=240,
+                interval=1,
+            )
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}{_diagnose(cluster, namespace, operator, fleet)}"
+            ) from None
+        token = cluster.wait_for("the agent token", lambda: _token(cluster, namespace), timeout=60)
+        victim_ip = before[VICTIM]["status"]["podIP"]
+        for pod in before.values():
+            ip = pod["status"]["podIP"]
+            assert answers(f"http://{ip}:{SERVER_PORT}/health"), pod["metadata"]["name"]
+            status = http("GET", f"http://{ip}:{AGENT_PORT}/v1/status", token=token)
+            if strategy == "InPlace":
+                assert status["server"]["found"] is True, status
+        sessions_before = _start_sessions(victim_ip)
+        assert len(sessions_before) == SESSIONS
+
+        operations: list[dict[str, Any]] = []
+
+        def recycled() -> bool:
+            status = fleet.status()
+            operation = status.get("operation")
+            if operation and operation not in operations:
+                operations.append(operation)
+                if on_operation is not None:
+                    on_operation(operation)
+            return bool(status.get("history"))
+
+        with EndpointWatch(fleet, interval=0.3) as endpoints:
+            try:
+                cluster.wait_for(f"the {strategy} recycle", recycled, timeout=420, interval=0.5)
+            except AssertionError as error:
+                msg = f"{error}\noperations: {operations}"
+                raise AssertionError(msg + _diagnose(cluster, namespace, operator, fleet)) from None
+        record = fleet.history()[0]
+        assert record["pod"] == VICTIM, record
+        assert record["result"] == "Succeeded", (
+            record,
+            _diagnose(cluster, namespace, operator, fleet),
+        )
+        assert record["strategy"] == strategy
+        assert any("memory-leak" in reason for reason in record["reasons"]), record
+        assert endpoints.minimum is not None
+        assert endpoints.minimum <= REPLICAS - 1, "the victim never left the client Service"
+
+        after = cluster.wait_for(
+            f"{REPLICAS} Ready pods after the recycle",
+            lambda: _running_on_node(fleet, node),
+            timeout=120,
+        )
+        victim = after[VICTIM]
+        for name, pod in after.items():
+            assert pod["spec"]["nodeName"] == node
+            assert pod["metadata"]["labels"].get("infercycle.io/serving") == "true", name
+            if name == VICTIM:
+                continue
+            assert pod["metadata"]["uid"] == before[name]["metadata"]["uid"], name
+            assert restarts(pod) == 0, name
+        if strategy == "InPlace":
+            assert victim["metadata"]["uid"] == before[VICTIM]["metadata"]["uid"]
+            assert restarts(victim) == 1, victim["status"]
+        else:
+            assert victim["metadata"]["uid"] != before[VICTIM]["metadata"]["uid"]
+            assert restarts(victim) == 0, victim["status"]
+
+        # The checkpoint is a file on the victim's own volume, and it came back.
+        claim = f"session-{VICTIM}"
+        checkpoint_dir = pvc_host_path(cluster, namespace, claim) / "checkpoints"
+        written = (
+            sorted(p.name for p in checkpoint_dir.iterdir()) if checkpoint_dir.is_dir() else []
+        )
+        assert written, f"no checkpoint on the claim's volume {checkpoint_dir}"
+        ip = victim["status"]["podIP"]
+
+        def restored() -> dict[str, Any]:
+            last = http("GET", f"http://{ip}:{AGENT_PORT}/v1/status", token=token)
+            restore = last.get("lastRestore") or {}
+            return dict(last) if restore.get("result") == "restored" else {}
+
+        agent_status = cluster.wait_for("the restore into the new server", restored, timeout=90)
+        sessions_after = dict(http("GET", f"http://{ip}:{SERVER_PORT}/sessions")["sessions"])
+        assert sessions_after == sessions_before
+
+        events = fleet.events()
+        started = min(event_time(e) for e in events if e["reason"] == "RecycleStarted")
+        ready = ready_since(victim)
+        assert ready is not None
+        key = strategy.lower()
+        measurements.record(
+            **{
+                f"{key}_decision_to_ready_seconds": (ready - started).total_seconds(),
+                f"{key}_sessions_checkpointed": agent_status["lastCheckpoint"]["entries"],
+                f"{key}_sessions_restored": len(sessions_after),
+                f"{key}_checkpoint_files": written,
+            }
+        )
+        reasons = {event["reason"] for event in events}
+        assert {"RecycleStarted", "Checkpointing", "Restarting", "RecycleSucceeded"} <= reasons
+        assert "RecycleEscalated" not in reasons
+        return dict(agent_status)
+    finally:
+        cluster.kubectl(
+            "delete", "inferencedeployment", NAME, "-n", namespace, "--ignore-not-found",
+            "--timeout=90s", check=False,
+        )  # fmt: skip
+        operator.stop()
+
+
+def test_leaking_container_is_restarted_in_place_by_the_kubelet_and_keeps_its_sessions(
+    cluster: Cluster, node_namespace: str, crds: None, tmp_path: Path
+) -> None:
+    operator = _host_operator(cluster, node_namespace, tmp_path)
+    _recycle_on_the_real_node(cluster, node_namespace, operator, "InPlace")
+
+
+def test_leaking_pod_is_evicted_recreated_on_its_own_volume_and_keeps_its_sessions(
+    cluster: Cluster, node_namespace: str, crds: None, tmp_path: Path
+) -> None:
+    operator = _host_operator(cluster, node_namespace, tmp_path)
+    _recycle_on_the_real_node(cluster, node_namespace, operator, "Recreate")
+
+
+def test_helm_installed_operator_killed_mid_recycle_resumes_and_restarts_the_pod_once(
+    cluster: Cluster, node_namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """The chart as users install it, the operator in a pod under its own ServiceAccount and
+    RBAC, Prometheus through a Service; its container is SIGKILLed by the runtime (as an OOM
+    kill would) while the recycle is under way, and the restarted operator finishes it."""
+    operator = HelmOperator(cluster, [node_namespace], tmp_path)
+    kills: list[str] = []
+
+    def kill_while_checkpointing(operation: dict[str, Any]) -> None:
+        if not kills and operation.get("step") in ("Checkpointing", "Restarting"):
+            kills.append(str(operation["step"]))
+            operator.kill_container()
+
+    try:
+        _recycle_on_the_real_node(
+            cluster, node_namespace, operator, "InPlace", on_operation=kill_while_checkpointing
+        )
+    finally:
+        operator.stop()
+    assert kills, "the recycle never reached a step to kill the operator in"
+    assert operator.final_restarts >= 1, "the runtime did not restart the operator's container"
+    Measurements().record(
+        operator_killed_in_step=kills[0],
+        operator_pod_rss_bytes=operator.final_rss,
+        operator_container_restarts=operator.final_restarts,
+    )
+
+
+def test_the_kubelet_reports_the_containers_memory_to_prometheus(
+    cluster: Cluster, crds: None
+) -> None:
+    node = require_real_node(cluster)
+
+    # The node's root cgroup ("/") is always there; pods' containers come with their labels.
+    found = cluster.wait_for(
+        "cAdvisor series of the real node",
+        lambda: cluster.prometheus_query(
+            f'container_memory_working_set_bytes{{node="{node}",id="/"}}'
+        ),
+        timeout=90,
+    )
+    assert float(found[0]["value"][1]) > 0
+    resource = cluster.wait_for(
+        "the kubelet's resource metrics",
+        lambda: cluster.prometheus_query(f'node_memory_working_set_bytes{{node="{node}"}}'),
+        timeout=90,
+    )
+    assert float(resource[0]["value"][1]) > 0
