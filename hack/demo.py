@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""The main job on a local default: a local control plane, Prometheus, a simulated fleet of
-eight inference pods, and the operator. One pod starts leaking; watch it get recycled.
+"""The main job on a local default: a local control plane, Prometheus, three inference pods
+and the operator. One pod leaks memory; watch it get recycled.
 
-    make demo            (or: .venv/bin/python hack/demo.py [--keep-running])
+Where the machine can run containers, the pods are real: the stand-in inference server and the
+recycle agent in the project's own image on the real kubelet node, sessions on a local volume,
+the leak seen by the kubelet's cAdvisor, the container restarted in place by the kubelet. Where
+it cannot, one line says why and the demo runs eight simulated pods on KWOK nodes instead.
+
+    make demo            (or: .venv/bin/python hack/demo.py [--keep-running] [--kwok])
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ def main() -> int:
         choices=["vllm", "sglang", "tgi", "llamacpp", "triton", "dynamo"],
         help="inference server the simulated fleet speaks (spec.server; default vllm)",
     )
+    parser.add_argument("--kwok", action="store_true", help="simulated pods even on a real node")
     args = parser.parse_args()
     global ENV, KUBECONFIG  # noqa: PLW0603 - set once, read by the helpers above
     ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -116,7 +122,9 @@ def main() -> int:
 
     say("Local control plane (etcd, apiserver, controller-manager, scheduler, KWOK) + Prometheus")
     run(str(REPO / "hack" / "cluster"), "build")
-    run(str(REPO / "hack" / "cluster"), "up")
+    run(
+        str(REPO / "hack" / "cluster"), "up", "--real-node=off" if args.kwok else "--real-node=auto"
+    )
     exports = run(str(REPO / "hack" / "cluster"), "env", capture=True)
     values = dict(
         line.removeprefix("export ").split("=", 1)
@@ -132,6 +140,11 @@ def main() -> int:
     say("CustomResourceDefinitions from crds/")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), capture=False)
     kubectl("wait", "--for=condition=Established", "crd/inferencedeployments.infercycle.io")
+
+    if values.get("INFERCYCLE_REAL_NODE"):
+        return real_node_demo(values, prometheus, logs, keep_running=args.keep_running)
+    reason = values.get("INFERCYCLE_REAL_NODE_OFF_REASON", "").strip("'") or "turned off"
+    print(f"real node: off ({reason}); the demo runs simulated pods on KWOK nodes instead")
 
     say(f"Fleet simulator on :{SIM_PORT} (10 simulated seconds per second), scraped by Prometheus")
     processes = []
@@ -263,6 +276,153 @@ def main() -> int:
     finally:
         for process in processes:
             process.terminate()
+    say("Done; the cluster stays up (`hack/cluster env` for KUBECONFIG, `hack/cluster down`).")
+    return 0
+
+
+POD_COLUMNS = "{:<10} {:<7} {:<12} {:<9} {:<15} {:<16} {}"
+
+
+def pod_rows(selector: str) -> list[str]:
+    """One kubectl-get-style line per pod: ready containers, phase, restarts, IP, node, UID."""
+    pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json"))
+    rows = []
+    for pod in sorted(pods["items"], key=lambda p: p["metadata"]["name"]):
+        statuses = pod["status"].get("containerStatuses") or []
+        ready = f"{sum(1 for c in statuses if c.get('ready'))}/{len(pod['spec']['containers'])}"
+        phase = (
+            "Terminating" if pod["metadata"].get("deletionTimestamp") else pod["status"]["phase"]
+        )
+        restarts = sum(int(c.get("restartCount") or 0) for c in statuses)
+        rows.append(
+            POD_COLUMNS.format(
+                pod["metadata"]["name"],
+                ready,
+                phase,
+                restarts,
+                pod["status"].get("podIP") or "-",
+                pod["spec"].get("nodeName") or "-",
+                pod["metadata"]["uid"][:8],
+            )
+        )
+    return rows
+
+
+def real_node_demo(
+    values: dict[str, str], prometheus: str, logs: Path, *, keep_running: bool
+) -> int:
+    """Three real pods on the kubelet node; the leaking one is restarted in place."""
+    from infercycle.api.defaults import DEFAULT_RULES  # noqa: PLC0415
+
+    sys.path.insert(0, str(REPO))
+    from localcluster import workload  # noqa: PLC0415
+
+    image = values["INFERCYCLE_REAL_NODE_IMAGE"]
+    node = values["INFERCYCLE_REAL_NODE"]
+    victim = f"{NAME}-1"
+    say(f"Real node {node}: kubelet + containerd, pods run the image {image} built here")
+    run(
+        "kubectl",
+        f"--kubeconfig={KUBECONFIG}",
+        "apply",
+        "-f",
+        "-",
+        stdin=kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "json"),
+    )
+    manifest = workload.deployment(
+        NAME,
+        NAMESPACE,
+        image,
+        strategy="InPlace",
+        replicas=3,
+        leaking_pod=victim,
+        other_rules=[rule.name for rule in DEFAULT_RULES],
+    )
+    say(f"InferenceDeployment {NAMESPACE}/{NAME}: 3 stand-in servers, {victim} leaks ~7 GiB/h")
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest), capture=False)
+    operator_log = logs / "operator-demo.log"
+    say("The operator (infercycle run) on the host, agents as sidecars in the pods")
+    operator = start(
+        "operator",
+        [
+            sys.executable, "-m", "infercycle.cli", "run", "--namespace", NAMESPACE,
+            "--prometheus-url", prometheus, "--cycle-interval", "2s", "--log-format", "text",
+            "--agent-image", image,
+        ],
+        operator_log,
+    )  # fmt: skip
+    selector = f"infercycle.io/deployment={NAME}"
+    try:
+        wait("3 ready pods", lambda: len(p := ready_pods()) == 3 and p, timeout=240)
+        ip = json.loads(kubectl("get", "pod", victim, "-n", NAMESPACE, "-o", "json"))["status"][
+            "podIP"
+        ]
+        for index in range(5):
+            request = urllib.request.Request(
+                f"http://{ip}:{workload.SERVER_PORT}/v1/completions",
+                data=json.dumps({"session_id": f"chat-{index}", "prompt": "hello"}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=10).close()
+        print(f"  5 chat sessions opened on {victim}")
+        say("Pods, live (NAME READY STATUS RESTARTS IP NODE UID)")
+        print("  " + POD_COLUMNS.format("NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "UID"))
+        shown: list[str] = []
+        explained = False
+        last_step = None
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            rows = pod_rows(selector)
+            for row in rows:
+                if row not in shown:
+                    print(f"  {row}")
+            shown = rows
+            current = status()
+            if current.get("degradedReplicas") and not explained:
+                say("The leak is judged (infercycle explain)")
+                explain(prometheus)
+                explained = True
+            operation = current.get("operation")
+            step = (operation["pod"], operation["step"]) if operation else None
+            if step and step != last_step:
+                print(f"  {time.strftime('%H:%M:%S')}  recycle {step[0]}: {step[1]}")
+                last_step = step
+            done = [r for r in current.get("history") or [] if r["result"] != "DryRun"]
+            if done:
+                record = done[-1]
+                print(
+                    f"  {record['finishedAt']}  {record['pod']}: {record['result']} "
+                    f"({'; '.join(record['reasons'])})"
+                )
+                break
+            time.sleep(1)
+        else:
+            sys.exit(f"demo: no recycle within 420s; see {operator_log}")
+        wait("3 ready pods again", lambda: len(p := ready_pods()) == 3 and p, timeout=120)
+        for row in pod_rows(selector):
+            print(f"  {row}")
+        sessions = json.loads(
+            urllib.request.urlopen(
+                f"http://{ip}:{workload.SERVER_PORT}/sessions", timeout=10
+            ).read()
+        )["sessions"]
+        print(f"\n  {victim}: same pod, server container restarted; {len(sessions)} sessions back")
+        say("Events")
+        print(
+            kubectl(
+                "get", "events", "-n", NAMESPACE,
+                f"--field-selector=involvedObject.name={NAME}", "--sort-by=.lastTimestamp",
+            )
+        )  # fmt: skip
+        say("Fleet after the recycle (infercycle explain)")
+        time.sleep(4)
+        explain(prometheus)
+        if keep_running:
+            say(f"Operator left running (log {operator_log}); hack/cluster down stops everything")
+            return 0
+    finally:
+        if not keep_running:
+            operator.terminate()
     say("Done; the cluster stays up (`hack/cluster env` for KUBECONFIG, `hack/cluster down`).")
     return 0
 

@@ -1,17 +1,10 @@
-"""Helpers for end-to-end tests on the real (kubelet + containerd) node of the local cluster.
-
-The pods run the project's own image, built from its Dockerfile and loaded into the node's
-containerd: the stand-in inference server (``infercycle.testing.standin``) as the server
-container, the recycle agent as the sidecar the operator adds. Their session volume is a local
-PersistentVolume on the node; Prometheus finds the pods through the API server and reads the
-containers' memory from the kubelet's cAdvisor endpoint.
-"""
+"""Helpers for end-to-end tests on the real (kubelet + containerd) node of the local cluster:
+the workload (``localcluster.workload``), the operator as a Helm release, HTTP, measurements."""
 
 from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import subprocess
 import time
 import urllib.error
@@ -24,69 +17,13 @@ from typing import Any, Protocol
 import pytest
 
 from infercycle.api.defaults import DEFAULT_RULES
+from localcluster import workload
+from localcluster.components.kubelet import NODE_LABEL, NODE_TAINT
+from localcluster.workload import SERVER
 from tests.fixtures.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 MEASUREMENTS = REPO / ".cache" / "real-node-measurements.json"
-SERVER = "standin"
-SERVER_PORT = 8000
-AGENT_PORT = 8089
-NODE_LABEL = "infercycle.io/node"
-NODE_TAINT = "infercycle.io/real-node"
-STORAGE_CLASS = "infercycle-local"
-LEAK_MB_PER_MIN = 120.0  # ~7 GiB/h; the rule's threshold is 2 GiB/h
-
-
-def require_real_node(cluster: Cluster) -> str:
-    """The real node's name; skips, with the launcher's one-line reason, where there is none."""
-    if cluster.real_node is None:
-        reason = cluster.real_node_off_reason or "this cluster was not started with one"
-        pytest.skip(f"no real node: {reason}")
-    assert cluster.real_node_image, "the real node runs but no image was loaded into it"
-    return cluster.real_node
-
-
-def on_real_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
-    """Pin a pod spec to the real node (it carries a taint that keeps every other pod away)."""
-    pod_spec["nodeSelector"] = {NODE_LABEL: "real"}
-    pod_spec["tolerations"] = [{"key": NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
-    return pod_spec
-
-
-def standin_container(image: str, leaking_pod: str | None) -> dict[str, Any]:
-    """The stand-in server; only ``leaking_pod`` leaks (all replicas share one template)."""
-    leak = ""
-    if leaking_pod:
-        leak = (
-            f'$( [ "$POD_NAME" = {shlex.quote(leaking_pod)} ] && '
-            f"echo --leak-mb-per-min {LEAK_MB_PER_MIN:g} )"
-        )
-    script = (
-        f"exec python3 -m infercycle.testing.standin --host 0.0.0.0 --port {SERVER_PORT} "
-        f"--log-level WARNING {leak}"
-    )
-    return {
-        "name": SERVER,
-        "image": image,
-        "imagePullPolicy": "Never",
-        "command": ["/bin/sh", "-c", script],
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
-        "readinessProbe": {
-            "httpGet": {"path": "/health", "port": SERVER_PORT},
-            "periodSeconds": 1,
-            "failureThreshold": 2,
-        },
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "64Mi"},
-            "limits": {"memory": "1536Mi"},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
 
 
 def deployment(
@@ -98,62 +35,25 @@ def deployment(
     replicas: int,
     leaking_pod: str | None,
 ) -> dict[str, Any]:
-    """An InferenceDeployment on the real node whose only rule is a fast memory-leak rule."""
-    rules: list[dict[str, Any]] = [
-        {"name": rule.name, "enabled": False}
-        for rule in DEFAULT_RULES
-        if rule.name != "memory-leak"
-    ]
-    rules.append(
-        {
-            "name": "memory-leak",
-            "threshold": "2Gi",
-            "clear": "512Mi",
-            "window": "40s",
-            "sustain": "10s",
-        }
+    """The stand-in InferenceDeployment with every built-in rule but the fast leak rule off."""
+    return workload.deployment(
+        name,
+        namespace,
+        image,
+        strategy=strategy,
+        replicas=replicas,
+        leaking_pod=leaking_pod,
+        other_rules=[rule.name for rule in DEFAULT_RULES],
     )
-    template_spec = on_real_node(
-        {"terminationGracePeriodSeconds": 10, "containers": [standin_container(image, leaking_pod)]}
-    )
-    return {
-        "apiVersion": "infercycle.io/v1alpha1",
-        "kind": "InferenceDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "restartStrategy": strategy,
-            "sessionStore": {"size": "1Gi", "storageClassName": STORAGE_CLASS},
-            "agent": {
-                "sessionHook": f"http://127.0.0.1:{SERVER_PORT}/sessions",
-                "restartGracePeriod": "5s",
-            },
-            "health": {"warmup": "20s", "staleAfter": "45s", "rules": rules},
-            "disruption": {
-                "maxUnavailable": 1,
-                "minAvailable": 1,
-                "cooldown": "10m",
-                "maxRecyclesPerHour": 10,
-                "maxDegradedPercent": 50,
-            },
-            "recycle": {
-                "drainTimeout": "4s",
-                "readyTimeout": "120s",
-                "verifyWindow": "6s",
-                "fallbackToRecreate": False,
-            },
-            "template": {
-                "metadata": {
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(SERVER_PORT),
-                        "prometheus.io/path": "/metrics",
-                    }
-                },
-                "spec": template_spec,
-            },
-        },
-    }
+
+
+def require_real_node(cluster: Cluster) -> str:
+    """The real node's name; skips, with the launcher's one-line reason, where there is none."""
+    if cluster.real_node is None:
+        reason = cluster.real_node_off_reason or "this cluster was not started with one"
+        pytest.skip(f"no real node: {reason}")
+    assert cluster.real_node_image, "the real node runs but no image was loaded into it"
+    return cluster.real_node
 
 
 def http(
