@@ -318,6 +318,7 @@ def real_node_demo(
     from localcluster import workload  # noqa: PLC0415
 
     image = values["INFERCYCLE_REAL_NODE_IMAGE"]
+    standin = values["INFERCYCLE_REAL_NODE_STANDIN_IMAGE"]
     node = values["INFERCYCLE_REAL_NODE"]
     victim = f"{NAME}-1"
     say(f"Real node {node}: kubelet + containerd, pods run the image {image} built here")
@@ -332,7 +333,7 @@ def real_node_demo(
     manifest = workload.deployment(
         NAME,
         NAMESPACE,
-        image,
+        standin,
         strategy="InPlace",
         replicas=3,
         leaking_pod=victim,

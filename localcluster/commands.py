@@ -123,7 +123,7 @@ def real_node_choice(choice: str) -> tuple[bool, str]:
     if choice == "off":
         return False, "turned off (--real-node off)"
     reason = node.unsupported_reason(versions.bin_dir())
-    if reason is None and not images.archives():
+    if reason is None and len(images.archives()) < 3:
         reason = "its images are not built (run `hack/cluster build`)"
     if reason is None:
         return True, ""
@@ -384,6 +384,7 @@ def real_node_env_lines(state: Path) -> list[str]:
         f"export INFERCYCLE_REAL_NODE={NODE_NAME if on else ''}",
         f"export INFERCYCLE_REAL_NODE_PROMETHEUS_URL={prometheus_url if on else ''}",
         f"export INFERCYCLE_REAL_NODE_IMAGE={images.INFERCYCLE_IMAGE if on else ''}",
+        f"export INFERCYCLE_REAL_NODE_STANDIN_IMAGE={images.STANDIN_IMAGE if on else ''}",
         f"export INFERCYCLE_REAL_NODE_OFF_REASON="
         f"{shlex.quote(str(load_settings(state).get('real_node_off_reason') or ''))}",
     ]

@@ -6,6 +6,8 @@
 - ``pause``: the pod sandbox image, built from ``data/pause`` (a few lines of Go).
 - ``infercycle``: the project's own ``Dockerfile``, built with buildah (daemonless) with the
   base image passed as the ``BASE_IMAGE`` build argument; the image users run.
+- ``standin``: the stand-in inference server of the tests and the demo, added on top of the
+  project's image (``data/standin.Containerfile``), so the product image holds the product only.
 
 Each is kept as an OCI archive under ``<cache>/images`` named after a hash of what it is built
 from, so an unchanged input is never built twice; ``up`` imports the archives into containerd.
@@ -36,6 +38,9 @@ DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BASE_IMAGE = "localhost/infercycle/debian-python:bookworm"
 PAUSE_IMAGE = "localhost/infercycle/pause:local"
 INFERCYCLE_IMAGE = "localhost/infercycle/infercycle:local"
+STANDIN_IMAGE = "localhost/infercycle/standin:local"
+# The stand-in server is one module that needs only the project's image around it.
+STANDIN_SOURCE = REPO / "operator" / "infercycle" / "testing" / "standin.py"
 # What the image's build reads (the Dockerfile's .dockerignore admits these).
 IMAGE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "operator")
 # Files of no use in an image: documentation, manuals, translations, package lists.
@@ -243,11 +248,36 @@ def build_infercycle(base: Built) -> Built:
     return Built("infercycle", INFERCYCLE_IMAGE, archive, time.monotonic() - started, False)
 
 
+def build_standin(product: Built) -> Built:
+    started = time.monotonic()
+    containerfile = DATA / "standin.Containerfile"
+    key = digest_of([STANDIN_SOURCE, containerfile], REPO, extra=[product.archive.name])
+    archive = images_dir() / f"standin-{key}.tar"
+    if archive.is_file():
+        return Built("standin", STANDIN_IMAGE, archive, time.monotonic() - started, True)
+    if not STANDIN_SOURCE.is_file():
+        raise ClusterError(f"the stand-in server {STANDIN_SOURCE} is missing")
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(STANDIN_SOURCE, Path(context) / "standin.py")
+        run(
+            _buildah(
+                "bud", "--isolation=chroot", "--pull-never", "--layers",
+                f"--build-arg=BASE_IMAGE={product.image}", f"--tag={STANDIN_IMAGE}",
+                f"--file={containerfile}", context,
+            ),
+            capture=True,
+            what="buildah bud (the stand-in server)",
+        )  # fmt: skip
+    _push(STANDIN_IMAGE, archive)
+    return Built("standin", STANDIN_IMAGE, archive, time.monotonic() - started, False)
+
+
 def build_all() -> list[Built]:
     """Every image the real node runs, built or reused; old archives are removed."""
     images_dir().mkdir(parents=True, exist_ok=True)
     base = build_base()
-    built = [base, build_pause(), build_infercycle(base)]
+    product = build_infercycle(base)
+    built = [base, build_pause(), product, build_standin(product)]
     keep = {b.archive for b in built}
     for stale in images_dir().glob("*.tar"):
         if stale not in keep:
@@ -262,7 +292,7 @@ def build_all() -> list[Built]:
 
 def archives() -> list[Path]:
     """The archives ``up`` imports, pause first; empty when the images were never built."""
-    order = ("pause-", "infercycle-")
+    order = ("pause-", "infercycle-", "standin-")
     found = []
     for prefix in order:
         matches = sorted(images_dir().glob(f"{prefix}*.tar"), key=lambda p: p.stat().st_mtime)

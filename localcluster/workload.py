@@ -1,8 +1,9 @@
 """Workloads for the real node: the stand-in inference server as an InferenceDeployment.
 
-The pods run the project's own image (built from its Dockerfile and loaded into the node's
-containerd): the stand-in server (``infercycle.testing.standin``) as the server container, the
-recycle agent as the sidecar the operator adds. Their session volume is a local
+The pods run images built here and loaded into the node's containerd: the stand-in server
+(``localhost/infercycle/standin``: the project's image plus the stand-in module) as the server
+container, the recycle agent (the project's own image) as the sidecar the operator adds. Their
+session volume is a local
 PersistentVolume on the node; Prometheus finds them through the API server (pod annotations)
 and reads their containers' memory from the kubelet's cAdvisor endpoint. Used by the real-node
 tests and ``make demo``.
@@ -38,7 +39,7 @@ def standin_container(image: str, leaking_pod: str | None) -> dict[str, Any]:
             f"echo --leak-mb-per-min {LEAK_MB_PER_MIN:g} )"
         )
     script = (
-        f"exec python3 -m infercycle.testing.standin --host 0.0.0.0 --port {SERVER_PORT} "
+        f"exec python3 /opt/infercycle-standin/standin.py --host 0.0.0.0 --port {SERVER_PORT} "
         f"--log-level WARNING {leak}"
     )
     return {

@@ -53,6 +53,7 @@ def require_real_node(cluster: Cluster) -> str:
         reason = cluster.real_node_off_reason or "this cluster was not started with one"
         pytest.skip(f"no real node: {reason}")
     assert cluster.real_node_image, "the real node runs but no image was loaded into it"
+    assert cluster.real_node_standin_image, "the real node runs without the stand-in's image"
     return cluster.real_node
 
 

@@ -139,7 +139,7 @@ def _recycle_on_the_real_node(
 ) -> dict[str, Any]:
     """Run one recycle of the leaking pod to the end; return the victim's agent status."""
     node = require_real_node(cluster)
-    image = cluster.real_node_image
+    image = cluster.real_node_standin_image
     assert image is not None
     fleet = Fleet(cluster, namespace, NAME)
     measurements = Measurements()

@@ -23,7 +23,7 @@ def _manifest(strategy: str = "InPlace") -> dict[str, object]:
     return workload.deployment(
         "llm",
         "ns",
-        "localhost/infercycle/infercycle:local",
+        "localhost/infercycle/standin:local",
         strategy=strategy,
         replicas=3,
         leaking_pod="llm-1",
@@ -78,4 +78,4 @@ def test_only_the_named_pod_leaks() -> None:
             check=True,
         ).stdout
         assert ("--leak-mb-per-min" in shown) is leaks, (pod, shown)
-        assert "infercycle.testing.standin" in shown
+        assert "/opt/infercycle-standin/standin.py" in shown
