@@ -361,6 +361,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         ready, total = ready_nodes(state)
         if total:
             print(f"  nodes: {ready}/{total} Ready, pod CIDR {state_pod_cidr(state)}")
+        if real_node_on(state):
+            print(f"  real node {NODE_NAME}: {'Ready' if node_ready(state) else 'NOT Ready'}")
+        else:
+            reason = load_settings(state).get("real_node_off_reason") or "not started"
+            print(f"  real node: off ({reason})")
     return 0 if all_ok else 1
 
 
