@@ -215,8 +215,9 @@ def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> 
             }
         )
         volumes.append({"name": "agent-tmp", "emptyDir": {"sizeLimit": "64Mi"}})
-        if spec.strategy is RestartStrategy.IN_PLACE:
-            pod_spec["shareProcessNamespace"] = True
+        # The agent finds the server process to stop it (InPlace) and, with either strategy, to
+        # restore the sessions into the server a new container or a new pod starts.
+        pod_spec["shareProcessNamespace"] = True
         if server_user(spec)[0] is None:
             # Who the server runs as is not said: the agent runs as its own user (with CAP_KILL
             # for in-place restarts) and reaches the session volume through this group. A pod

@@ -75,6 +75,12 @@ def test_pdb_follows_the_effective_policy() -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
 
 
+def test_with_recreate_the_agent_still_sees_the_server_to_restore_into_the_new_pod() -> None:
+    spec = SPEC.model_copy(update={"restart_strategy": "Recreate"})
+    sts = workload.stateful_set("llm", "ns", "uid-1", spec, "img:1")
+    assert sts["spec"]["template"]["spec"]["shareProcessNamespace"] is True
+
+
 def test_agent_can_be_turned_off_and_recreate_needs_no_shared_pid_namespace() -> None:
     spec = SPEC.model_copy(
         update={"agent": None, "restart_strategy": "Recreate", "session_store": None}
