@@ -4,6 +4,7 @@ the workload (``localcluster.workload``), the operator as a Helm release, HTTP, 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -19,7 +20,7 @@ import pytest
 from infercycle.api.defaults import DEFAULT_RULES
 from localcluster import workload
 from localcluster.components.kubelet import NODE_LABEL, NODE_TAINT
-from localcluster.workload import SERVER
+from localcluster.workload import SERVER, on_real_node
 from tests.fixtures.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -256,3 +257,105 @@ class HelmOperator:
         self._helm("uninstall", self.release, f"--namespace={self.namespace}", check=False)
         self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
         self.installed = False
+
+
+class KustomizeOperator:
+    """``kubectl apply -k`` of ``manifests/`` through an overlay that only swaps in the image
+    built here, the Prometheus Service and the real node's selector (the CRDs are left out:
+    the tests' own copy stays)."""
+
+    NAMESPACE = "infercycle-system"
+    DEPLOYMENT = "infercycle-operator"
+
+    def __init__(self, cluster: Cluster, watch: list[str], tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.watch = watch
+        self.overlay = tmp_path / "overlay"
+        self.applied = False
+
+    def _write_overlay(self) -> None:
+        image = self.cluster.real_node_image
+        assert image is not None
+        assert self.cluster.real_node_prometheus_url is not None
+        repository, tag = image.rsplit(":", 1)
+        self.overlay.mkdir(parents=True, exist_ok=True)
+        base = os.path.relpath(REPO / "manifests", self.overlay)
+        env = {
+            "INFERCYCLE_PROMETHEUS_URL": self.cluster.real_node_prometheus_url,
+            "INFERCYCLE_NAMESPACES": ",".join(self.watch),
+            "INFERCYCLE_CYCLE_INTERVAL": "2s",
+            "INFERCYCLE_AGENT_IMAGE": image,
+        }
+        crd_deletions = [
+            {
+                "patch": json.dumps(
+                    {
+                        "$patch": "delete",
+                        "apiVersion": "apiextensions.k8s.io/v1",
+                        "kind": "CustomResourceDefinition",
+                        "metadata": {"name": name},
+                    }
+                )
+            }
+            for name in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io")
+        ]
+        deployment_patch = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": self.DEPLOYMENT, "namespace": self.NAMESPACE},
+            "spec": {
+                "template": {
+                    "spec": on_real_node(
+                        {
+                            "containers": [
+                                {
+                                    "name": "operator",
+                                    "imagePullPolicy": "Never",
+                                    "env": [{"name": k, "value": v} for k, v in env.items()],
+                                }
+                            ]
+                        }
+                    )
+                }
+            },
+        }
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [base],
+            "images": [
+                {"name": "ghcr.io/infercycle/infercycle", "newName": repository, "newTag": tag}
+            ],
+            "patches": [*crd_deletions, {"patch": json.dumps(deployment_patch)}],
+        }
+        (self.overlay / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))
+
+    def start(self) -> None:
+        self._write_overlay()
+        self.cluster.kubectl("apply", "--server-side", "-k", str(self.overlay))
+        self.applied = True
+        self.cluster.kubectl(
+            "rollout", "status", f"deployment/{self.DEPLOYMENT}", "-n", self.NAMESPACE,
+            "--timeout=180s", timeout=200,
+        )  # fmt: skip
+
+    def pod(self) -> dict[str, Any]:
+        out = self.cluster.kubectl(
+            "get", "pods", "-n", self.NAMESPACE, "-o", "json",
+            "-l", "app.kubernetes.io/name=infercycle",
+        ).stdout  # fmt: skip
+        pods = [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+        return dict(pods[0])
+
+    def tail(self, lines: int = 60) -> str:
+        out = self.cluster.kubectl(
+            "logs", "-n", self.NAMESPACE, f"deployment/{self.DEPLOYMENT}", f"--tail={lines}",
+            check=False,
+        )  # fmt: skip
+        return out.stdout + out.stderr
+
+    def stop(self) -> None:
+        if self.applied:
+            self.cluster.kubectl("delete", "-k", str(self.overlay), "--wait=false", check=False)
+            self.applied = False

@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
+from localcluster.workload import AGENT_PORT, SERVER_PORT
 from tests.e2e.conftest import EndpointWatch, Fleet
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.realnode import (
-    AGENT_PORT,
-    SERVER_PORT,
     HelmOperator,
+    KustomizeOperator,
     Measurements,
     Operator,
     answers,
@@ -326,3 +326,48 @@ def test_the_kubelet_reports_the_containers_memory_to_prometheus(
         timeout=90,
     )
     assert float(resource[0]["value"][1]) > 0
+
+
+def test_kustomize_installed_operator_runs_under_its_service_account_and_reads_prometheus(
+    cluster: Cluster, node_namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """``kubectl apply -k manifests/`` (an overlay swaps the image for the one built here): the
+    operator's pod runs on the real node under its own ServiceAccount, creates the workload's
+    children and reads the pods' metrics through the Prometheus Service."""
+    require_real_node(cluster)
+    image = cluster.real_node_standin_image
+    assert image is not None
+    operator = KustomizeOperator(cluster, [node_namespace], tmp_path)
+    fleet = Fleet(cluster, node_namespace, NAME)
+    operator.start()
+    try:
+        pod = operator.pod()
+        assert pod["spec"]["serviceAccountName"] == "infercycle-operator"
+        assert pod["spec"]["nodeName"] == cluster.real_node
+        fleet.apply(
+            deployment(
+                NAME, node_namespace, image, strategy="InPlace", replicas=2, leaking_pod=None
+            )
+        )
+
+        def metrics_available() -> bool:
+            condition = fleet.condition("MetricsAvailable")
+            return condition.get("status") == "True"
+
+        try:
+            cluster.wait_for("MetricsAvailable=True", metrics_available, timeout=240, interval=1)
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\nstatus: {fleet.status()}\n--- operator:\n{operator.tail()}"
+            ) from None
+        for kind in ("statefulset", "service", "pdb"):
+            cluster.kubectl("get", kind, NAME, "-n", node_namespace)
+        pods = _pods(fleet)
+        assert all(restarts(p) == 0 for p in pods.values()), pods
+        assert not fleet.history()
+    finally:
+        cluster.kubectl(
+            "delete", "inferencedeployment", NAME, "-n", node_namespace, "--ignore-not-found",
+            "--timeout=90s", check=False,
+        )  # fmt: skip
+        operator.stop()
