@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from infercycle.kube.workload import SESSION_VOLUME
 from localcluster.workload import AGENT_PORT, SERVER_PORT
 from tests.e2e.conftest import EndpointWatch, Fleet
 from tests.e2e.operator_process import OperatorProcess
@@ -221,7 +222,7 @@ def _recycle_on_the_real_node(
             assert restarts(victim) == 0, victim["status"]
 
         # The checkpoint is a file on the victim's own volume, and it came back.
-        claim = f"session-{VICTIM}"
+        claim = f"{SESSION_VOLUME}-{VICTIM}"
         checkpoint_dir = pvc_host_path(cluster, namespace, claim) / "checkpoints"
         written = (
             sorted(p.name for p in checkpoint_dir.iterdir()) if checkpoint_dir.is_dir() else []
