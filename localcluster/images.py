@@ -40,7 +40,7 @@ PAUSE_IMAGE = "localhost/infercycle/pause:local"
 INFERCYCLE_IMAGE = "localhost/infercycle/infercycle:local"
 STANDIN_IMAGE = "localhost/infercycle/standin:local"
 # The stand-in server is one module that needs only the project's image around it.
-STANDIN_SOURCE = REPO / "operator" / "infercycle" / "testing" / "standin.py"
+STANDIN_SOURCE = REPO / "sim" / "infercycle_sim" / "standin.py"
 # What the image's build reads (the Dockerfile's .dockerignore admits these).
 IMAGE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "operator")
 # Files of no use in an image: documentation, manuals, translations, package lists.
