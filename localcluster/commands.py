@@ -105,7 +105,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if reason is not None:
         log(f"real node: off ({reason}); no images built, pods will run on KWOK nodes only")
         return 0
-    images.build_all()
+    # One image build at a time per cache: two would write the same buildah storage.
+    with build.build_lock(images.images_dir()):
+        images.build_all()
     return 0
 
 
