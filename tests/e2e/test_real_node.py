@@ -190,7 +190,9 @@ def _recycle_on_the_real_node(
             except AssertionError as error:
                 msg = f"{error}\noperations: {operations}"
                 raise AssertionError(msg + _diagnose(cluster, namespace, operator, fleet)) from None
-        record = fleet.history()[0]
+        history = fleet.history()
+        assert len(history) == 1, history
+        record = history[0]
         assert record["pod"] == VICTIM, record
         assert record["result"] == "Succeeded", (
             record,
