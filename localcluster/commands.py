@@ -19,6 +19,7 @@ Environment:
     INFERCYCLE_CLUSTER_DIR      state directory (default <repo>/.cluster)
     INFERCYCLE_PROMETHEUS_PORT  Prometheus port (default 19090)
     INFERCYCLE_POD_CIDR         default for --pod-cidr (used when the state has none)
+    INFERCYCLE_REAL_NODE_MODE   default for --real-node (auto)
     INFERCYCLE_K8S_VERSION, INFERCYCLE_ETCD_VERSION, INFERCYCLE_KWOK_VERSION
                                 override the pinned versions (another cache directory)
 
