@@ -36,6 +36,7 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -101,14 +102,34 @@ def nodes_ready(state: Path, count: int) -> bool:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    build.build_all()
-    reason = node.ensure_packages() or node.unsupported_reason(versions.bin_dir())
+    """Binaries with Go and, where the machine can run containers, the images beside them.
+
+    The image builds mostly wait on downloads (debootstrap, wheels) while Go keeps both cores
+    busy, so they run at the same time.
+    """
+    reason = node.ensure_packages() or node.host_unsupported_reason()
     if reason is not None:
         log(f"real node: off ({reason}); no images built, pods will run on KWOK nodes only")
+        build.build_all()
         return 0
-    # One image build at a time per cache: two would write the same buildah storage.
-    with build.build_lock(images.images_dir()):
-        images.build_all()
+    failures: list[BaseException] = []
+
+    def build_images() -> None:
+        try:
+            # One image build at a time per cache: two would write the same buildah storage.
+            with build.build_lock(images.images_dir()):
+                images.build_all()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failures.append(exc)
+
+    worker = threading.Thread(target=build_images, name="images")
+    worker.start()
+    try:
+        build.build_all()
+    finally:
+        worker.join()
+    if failures:
+        raise failures[0]
     return 0
 
 

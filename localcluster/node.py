@@ -37,6 +37,17 @@ HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "buildah")
 
 def unsupported_reason(bin_dir: Path) -> str | None:
     """Why this machine cannot run the real node, or None when it can."""
+    reason = host_unsupported_reason()
+    if reason is not None:
+        return reason
+    absent = [name for name in NODE_BINARIES if not (bin_dir / name).is_file()]
+    if absent:
+        return f"{', '.join(absent)} not built (run `hack/cluster build`)"
+    return None
+
+
+def host_unsupported_reason() -> str | None:
+    """Why this machine cannot run containers for the real node, or None when it can."""
     if os.geteuid() != 0:
         return "not root (the kubelet and containerd need root)"
     missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
@@ -52,9 +63,6 @@ def unsupported_reason(bin_dir: Path) -> str | None:
         and not Path("/sys/fs/cgroup/cgroup.controllers").is_file()
     ):
         return "no memory cgroup at /sys/fs/cgroup"
-    absent = [name for name in NODE_BINARIES if not (bin_dir / name).is_file()]
-    if absent:
-        return f"{', '.join(absent)} not built (run `hack/cluster build`)"
     return None
 
 
