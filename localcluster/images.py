@@ -68,10 +68,13 @@ def images_dir() -> Path:
 
 
 def _buildah(*args: str) -> list[str]:
+    root = images_dir() / "storage"
+    # Run-time state belongs to one storage: another cache directory gets its own.
+    runroot = Path("/run") / f"infercycle-buildah-{hashlib.sha256(bytes(root)).hexdigest()[:8]}"
     return [
         "buildah",
-        f"--root={images_dir() / 'storage'}",
-        "--runroot=/run/infercycle-buildah",
+        f"--root={root}",
+        f"--runroot={runroot}",
         "--storage-driver=overlay",
         *args,
     ]
