@@ -237,7 +237,10 @@ def build_infercycle(base: Built) -> Built:
             "--isolation=chroot",
             "--network=host",
             "--pull-never",
-            "--layers",
+            # No layer cache: buildah keys a RUN step's cache without the content of its
+            # --mount=type=bind,from=builder source, so a cached final stage would keep the
+            # wheels of an older build. The archive's own key already skips unchanged sources.
+            "--no-cache",
             *mounts,
             f"--build-arg=BASE_IMAGE={base.image}",
             f"--tag={INFERCYCLE_IMAGE}",
@@ -264,7 +267,7 @@ def build_standin(product: Built) -> Built:
         shutil.copy(STANDIN_SOURCE, Path(context) / "standin.py")
         run(
             _buildah(
-                "bud", "--isolation=chroot", "--pull-never", "--layers",
+                "bud", "--isolation=chroot", "--pull-never", "--no-cache",
                 f"--build-arg=BASE_IMAGE={product.image}", f"--tag={STANDIN_IMAGE}",
                 f"--file={containerfile}", context,
             ),
@@ -285,6 +288,8 @@ def build_all() -> list[Built]:
     for stale in images_dir().glob("*.tar"):
         if stale not in keep:
             stale.unlink()
+    # Images of earlier builds lost their tags to the new ones; their layers go with them.
+    subprocess.run(_buildah("rmi", "--prune"), capture_output=True, check=False)
     for item in built:
         _record(item.name, item.seconds, item.cached)
         size = item.archive.stat().st_size / 2**20
