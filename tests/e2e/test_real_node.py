@@ -17,6 +17,7 @@ containers.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -230,6 +231,11 @@ def _recycle_on_the_real_node(
             sorted(p.name for p in checkpoint_dir.iterdir()) if checkpoint_dir.is_dir() else []
         )
         assert written, f"no checkpoint on the claim's volume {checkpoint_dir}"
+        # The session hook's answer, as the agent wrote it onto the volume.
+        (payload,) = checkpoint_dir.glob("*/data/sessions.json")
+        saved = json.loads(payload.read_text())
+        checkpointed = len(saved["sessions"])
+        assert checkpointed == SESSIONS, saved
         ip = victim["status"]["podIP"]
 
         def restored() -> dict[str, Any]:
@@ -249,7 +255,8 @@ def _recycle_on_the_real_node(
         measurements.record(
             **{
                 f"{key}_decision_to_ready_seconds": (ready - started).total_seconds(),
-                f"{key}_sessions_checkpointed": agent_status["lastCheckpoint"]["entries"],
+                f"{key}_sessions_checkpointed": checkpointed,
+                f"{key}_checkpoint_entries": agent_status["lastCheckpoint"]["entries"],
                 f"{key}_sessions_restored": len(sessions_after),
                 f"{key}_checkpoint_files": written,
             }
