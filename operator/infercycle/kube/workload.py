@@ -202,14 +202,8 @@ def pod_template(name: str, spec: InferenceDeploymentSpec, agent_image: str) -> 
                 if not any(m.get("name") == SESSION_VOLUME for m in mounts):
                     mounts.append({"name": SESSION_VOLUME, "mountPath": mount_path})
     if agent_enabled(spec) and spec.session_store is not None:
-        # A native sidecar: an init container that keeps running. It starts before the server
-        # and outlives its restarts, and the kubelet stops it after the server on termination.
         containers[:] = [c for c in containers if c.get("name") != AGENT_CONTAINER]
-        init = pod_spec.setdefault("initContainers", [])
-        init[:] = [c for c in init if c.get("name") != AGENT_CONTAINER]
-        init.insert(
-            0, {**_agent_container(spec, agent_image, mount_path), "restartPolicy": "Always"}
-        )
+        containers.append(_agent_container(spec, agent_image, mount_path))
         volumes = pod_spec.setdefault("volumes", [])
         volumes[:] = [v for v in volumes if v.get("name") not in ("agent-token", "agent-tmp")]
         volumes.append(

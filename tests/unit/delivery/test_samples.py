@@ -80,13 +80,7 @@ def test_the_agent_accepts_the_flags_the_operator_gives_it_for_the_sample() -> N
             deployment.metadata.name, "llm-serving", "uid-1", deployment.spec, "image:tag"
         )
         containers = statefulset["spec"]["template"]["spec"]["containers"]
-        (agent,) = [
-            c
-            for c in statefulset["spec"]["template"]["spec"]["initContainers"]
-            if c["name"] == AGENT_CONTAINER
-        ]
-        assert agent["restartPolicy"] == "Always"
-        assert all(c["name"] != AGENT_CONTAINER for c in containers)
+        (agent,) = [c for c in containers if c["name"] == AGENT_CONTAINER]
         assert agent["args"][0] == "agent"
         config = parse_config(agent["args"][1:], environ={})
         assert config.port == deployment.spec.agent.port  # type: ignore[union-attr]

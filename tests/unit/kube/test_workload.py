@@ -40,11 +40,7 @@ def test_statefulset_carries_labels_volume_and_agent() -> None:
     }
     assert sts["spec"]["selector"]["matchLabels"] == {workload.DEPLOYMENT_LABEL: "llm"}
     containers = {c["name"]: c for c in template["spec"]["containers"]}
-    assert set(containers) == {"vllm"}
-    (agent,) = template["spec"]["initContainers"]
-    assert agent["name"] == workload.AGENT_CONTAINER
-    assert agent["restartPolicy"] == "Always", "the agent is a native sidecar"
-    containers[workload.AGENT_CONTAINER] = agent
+    assert set(containers) == {"vllm", workload.AGENT_CONTAINER}
     assert {"name": "sessions", "mountPath": workload.DEFAULT_MOUNT_PATH} in containers["vllm"][
         "volumeMounts"
     ]

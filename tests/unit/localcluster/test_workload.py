@@ -60,10 +60,9 @@ def test_the_operator_puts_every_replica_on_the_real_node_with_its_claim() -> No
     assert pod["shareProcessNamespace"] is True, "the agent must see the server to restart it"
     (claim,) = body["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["storageClassName"] == STORAGE_CLASS
-    assert [c["name"] for c in pod["containers"]] == [workload.SERVER]
-    (agent,) = pod["initContainers"]
-    assert agent["name"] == AGENT_CONTAINER
-    assert agent["restartPolicy"] == "Always"
+    names = [c["name"] for c in pod["containers"]]
+    assert names == [workload.SERVER, AGENT_CONTAINER]
+    agent = pod["containers"][1]
     assert f"--server-process={workload.SERVER}" in agent["args"]
 
 
