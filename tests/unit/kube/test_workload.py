@@ -158,7 +158,8 @@ def test_an_unknown_or_root_server_user_keeps_the_kill_capability_for_in_place_o
         assert pod["securityContext"]["fsGroup"] == workload.AGENT_UID
     agent, pod = _agent_and_pod(_with_server_user(None, "Recreate"))
     assert _meets_restricted(agent, pod) == []
-    assert "shareProcessNamespace" not in pod
+    # No signal to send, but the agent still watches for the new pod's server to restore into.
+    assert pod["shareProcessNamespace"] is True
 
 
 def test_the_agent_port_is_open_to_the_operator_only_and_declared_ports_to_all() -> None:
