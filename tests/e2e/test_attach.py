@@ -6,6 +6,7 @@ operator recycles exactly the condemned pod (or group) and never changes the wor
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -149,6 +150,37 @@ class Workload:
         )
 
 
+class GateWatch:
+    """Samples one pod's readiness gate condition in the background: did it go False?"""
+
+    def __init__(self, workload: Workload, pod: str, interval: float = 0.5) -> None:
+        self.workload = workload
+        self.pod = pod
+        self.interval = interval
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GateWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            out = self.workload.cluster.kubectl(
+                "get", "pod", self.pod, "-n", self.workload.namespace, "-o", "json", check=False
+            )
+            if out.returncode == 0:
+                for condition in json.loads(out.stdout)["status"].get("conditions") or []:
+                    if condition["type"] == GATE:
+                        self.seen.add(condition["status"])
+            time.sleep(self.interval)
+
+
 def untouched(before: dict[str, Any], after: dict[str, Any]) -> None:
     """The workload object as the user wrote it: same spec, same generation."""
     assert after["spec"] == before["spec"]
@@ -186,13 +218,16 @@ def test_a_leaking_pod_of_an_existing_deployment_is_recycled_and_the_deployment_
     drainable = workload.condition("web-health", "Drainable")
     assert (drainable["status"], drainable["reason"]) == ("True", "ReadinessGate"), drainable
     victim = sorted(before)[1]
-    workload.annotate(victim, "leak", LEAK)
-    cluster.wait_for(
-        "the leaking pod recycled",
-        lambda: recycled(workload, "web-health"),
-        timeout=300,
-        interval=1.0,
-    )
+    with GateWatch(workload, victim) as gate:
+        workload.annotate(victim, "leak", LEAK)
+        cluster.wait_for(
+            "the leaking pod recycled",
+            lambda: recycled(workload, "web-health"),
+            timeout=300,
+            interval=1.0,
+        )
+    # Drained through its status before the eviction: the gate condition went False.
+    assert "False" in gate.seen, gate.seen
     time.sleep(4)  # a few more cycles: nothing else may be touched
     records = workload.history("web-health")
     assert [(r["pod"], r["strategy"]) for r in records] == [(victim, "Recreate")], records
@@ -291,10 +326,15 @@ def test_a_leaking_member_of_an_lws_group_restarts_that_group_once_and_no_other(
         timeout=90,
     )
     assert "3/3 groups ready" in workload.condition("big-health", "Ready").get("message", "")
-    workload.annotate("big-1-2", "leak", LEAK)  # one worker of group 1
-    cluster.wait_for(
-        "the group recycled", lambda: recycled(workload, "big-health"), timeout=300, interval=1.0
-    )
+    with GateWatch(workload, "big-1") as gate:
+        workload.annotate("big-1-2", "leak", LEAK)  # one worker of group 1
+        cluster.wait_for(
+            "the group recycled",
+            lambda: recycled(workload, "big-health"),
+            timeout=300,
+            interval=1.0,
+        )
+    assert "False" in gate.seen, gate.seen  # the leader's endpoint was drained first
     time.sleep(4)
     records = workload.history("big-health")
     assert [(r["pod"], r["result"]) for r in records] == [("big-1", "Succeeded")], records
