@@ -358,12 +358,13 @@ VLLM = _profile(
         ),
         "error_rate": SignalSource(
             "error_rate",
-            ratio(
-                rate_by_pod('vllm:request_success_total{finished_reason="error"}'),
-                rate_by_pod("vllm:request_success_total"),
-            ),
+            # vLLM labels every finished reason at startup, so the error series exists from the
+            # start where the version has that reason; before, this reads no data, not zero.
+            rate_by_pod('vllm:request_success_total{finished_reason="error"}')
+            + f" / ({rate_by_pod('vllm:request_success_total')} > 0)",
             ("vllm:request_success_total",),
-            'finished_reason="error" over all finished requests (vLLM has no failure counter)',
+            'finished_reason="error" over all finished requests (vLLM has no failure counter); '
+            "no data on a release without that reason",
         ),
         "requests_waiting": SignalSource(
             "requests_waiting",
