@@ -235,8 +235,12 @@ def _vllm(pods: list[PodEngine]) -> str:
     finished = Family(
         "vllm:request_success_total", "counter", "Count of successfully processed requests."
     )
+    generated = Family(
+        "vllm:generation_tokens_total", "counter", "Number of generation tokens processed."
+    )
     for base, state in pods:
         labels = {**base, "model_name": MODEL_NAME, "engine": "0"}
+        generated.add(labels, state.tokens)
         e2e.histogram(labels, state.histograms["e2e"])
         ttft.histogram(labels, state.histograms["ttft"])
         itl.histogram(labels, state.histograms["token"])
@@ -252,7 +256,8 @@ def _vllm(pods: list[PodEngine]) -> str:
             ("error", state.errors),
         ):
             finished.add({**labels, "finished_reason": reason}, value)
-    return "".join(f.render() for f in (e2e, ttft, itl, running, waiting, kv, finished))
+    families = (e2e, ttft, itl, running, waiting, kv, finished, generated)
+    return "".join(f.render() for f in families)
 
 
 def _sglang(pods: list[PodEngine]) -> str:
@@ -268,6 +273,9 @@ def _sglang(pods: list[PodEngine]) -> str:
         "sglang:inter_token_latency_seconds", "histogram", "Histogram of inter-token latency."
     )
     running = Family("sglang:num_running_reqs", "gauge", "The number of running requests.")
+    queued = Family(
+        "sglang:num_queue_reqs", "gauge", "The number of requests in the waiting queue."
+    )
     usage = Family("sglang:token_usage", "gauge", "The token usage.")
     requests = Family("sglang:num_requests_total", "counter", "Number of requests processed.")
     aborted = Family("sglang:num_aborted_requests_total", "counter", "Number of requests aborted.")
@@ -282,6 +290,7 @@ def _sglang(pods: list[PodEngine]) -> str:
         ttft.histogram(labels, state.histograms["ttft"])
         itl.histogram(labels, state.histograms["token"])
         running.add(labels, round(state.in_flight))
+        queued.add(labels, 0.0)
         if state.kv_cache is not None:
             usage.add(labels, state.kv_cache)
         requests.add(labels, state.finished)
@@ -292,7 +301,7 @@ def _sglang(pods: list[PodEngine]) -> str:
             responses.add({**chat, "status_code": "500"}, state.errors)
         scrapes = {**base, "endpoint": "/metrics", "method": "GET", "status_code": "200"}
         responses.add(scrapes, state.finished)  # never part of the error rate
-    families = (e2e, ttft, itl, running, usage, requests, aborted, responses)
+    families = (e2e, ttft, itl, running, queued, usage, requests, aborted, responses)
     return "".join(f.render() for f in families)
 
 
@@ -302,17 +311,23 @@ def _tgi(pods: list[PodEngine]) -> str:
         "tgi_request_mean_time_per_token_duration", "histogram", "Mean time per token per request"
     )
     batch = Family("tgi_batch_current_size", "gauge", "Current batch size")
+    queue = Family("tgi_queue_size", "gauge", "Current queue size")
+    passes = Family("tgi_batch_inference_count", "counter", "Inference calls per method")
     success = Family("tgi_request_success", "counter", "Number of successful requests")
     failure = Family("tgi_request_failure", "counter", "Number of failed requests")
     for base, state in pods:
         duration.histogram(base, state.histograms["e2e"])
         per_token.histogram(base, state.histograms["token"])
         batch.add(base, round(state.in_flight))
+        queue.add(base, 0.0)
+        passes.add({**base, "method": "prefill"}, state.finished)
+        passes.add({**base, "method": "decode"}, state.tokens)
         success.add(base, state.finished)
         if state.errors > 0:  # the metrics crate creates a labelled counter on first use
             failure.add({**base, "err": "generation"}, state.errors)
         failure.add({**base, "err": "validation"}, state.finished * 0.01)
-    return "".join(f.render() for f in (duration, per_token, batch, success, failure))
+    families = (duration, per_token, batch, queue, passes, success, failure)
+    return "".join(f.render() for f in families)
 
 
 def _llamacpp(pods: list[PodEngine]) -> str:
