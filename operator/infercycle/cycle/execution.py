@@ -82,20 +82,33 @@ class Executor:
         dry_run: bool,
         now: float,
     ) -> RecyclingState:
-        """Persist the first move of the recycle the planner chose, then advance it."""
+        """Persist the first move of the recycle the planner chose, then advance it.
+
+        The planner decided from the watch cache; the write is made against a fresh read, and
+        only when that read still shows what the planner saw (no operation, the same history),
+        so a lagging watch or a second operator can never start a second recycle."""
         assert context.spec is not None
         strategy = context.spec.strategy
         move = machine.start(candidate.pod, candidate.reasons, strategy, now, dry_run=dry_run)
         namespace, name = context.key
+        fresh = await asyncio.to_thread(self._kube.read_deployment, namespace, name)
+        if fresh is None:
+            return RecyclingState(False, "Idle", "deployment deleted")
+        seen = fresh.get("status") or {}
+        if seen.get("operation"):
+            return RecyclingState(True, "InProgress", "a recycle was started meanwhile")
+        planned_on = (context.body.get("status") or {}).get("history") or []
+        if (seen.get("history") or []) != planned_on:
+            return RecyclingState(False, "Idle", "status changed meanwhile; re-planning next cycle")
         if move.finishes:  # dry-run: the decision is recorded, nothing is done
-            if await self.persist(context, None, move.record):
+            if await self.persist(context, None, move.record, fresh=fresh):
                 metrics.RECYCLES.labels(
                     namespace, name, reason_label(candidate.reasons), strategy.value, "DryRun"
                 ).inc()
                 if move.event is not None:
                     await self._reporter.event(context.body, move.event)
             return RecyclingState(False, "DryRun", move.waiting or "dry-run")
-        if not await self.persist(context, move.operation, None):
+        if not await self.persist(context, move.operation, None, fresh=fresh):
             return RecyclingState(False, "Idle", "status changed meanwhile; retrying next cycle")
         if move.event is not None:
             await self._reporter.event(context.body, move.event)
@@ -276,19 +289,27 @@ class Executor:
                 await self._serve(context, pod.name, pod.uid, serving=True)
 
     async def undrain_orphans(self, context: DeploymentContext) -> None:
-        """No operation holds a pod drained between recycles: put strays back in service."""
-        namespace = context.key[0]
-        for pod in context.pods:
-            if not pod.serving and not pod.terminating:
-                log.info("returning drained pod %s/%s to service", namespace, pod.name)
-                await self._serve(context, pod.name, pod.uid, serving=True)
-                await self._reporter.event(
-                    context.body,
-                    normal(
-                        "Undrained",
-                        f"{pod.name} was drained with no recycle in flight; returned to service",
-                    ),
-                )
+        """No operation holds a pod drained between recycles: put strays back in service.
+
+        Only once a fresh read confirms that no recycle is in flight: a lagging watch must never
+        put the pod being recycled back in service."""
+        namespace, name = context.key
+        strays = [pod for pod in context.pods if not pod.serving and not pod.terminating]
+        if not strays:
+            return
+        fresh = await asyncio.to_thread(self._kube.read_deployment, namespace, name)
+        if fresh is None or (fresh.get("status") or {}).get("operation"):
+            return
+        for pod in strays:
+            log.info("returning drained pod %s/%s to service", namespace, pod.name)
+            await self._serve(context, pod.name, pod.uid, serving=True)
+            await self._reporter.event(
+                context.body,
+                normal(
+                    "Undrained",
+                    f"{pod.name} was drained with no recycle in flight; returned to service",
+                ),
+            )
 
     # -- persistence -------------------------------------------------------------------------
 

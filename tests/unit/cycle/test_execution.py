@@ -293,3 +293,52 @@ def test_world_pods_reduce_to_the_states_the_machine_reads() -> None:
         pod_ip=f"ip-of-{VICTIM}",
         node="node-1",
     )
+
+
+async def test_a_recycle_written_since_the_cache_was_read_stops_a_second_one() -> None:
+    world = World()
+    context = world.context()  # the cycle's view: no operation
+    assert world.state is not None
+    world.kube.body["status"] = {"operation": {"pod": "llama-1", "step": "Draining"}}
+    victim = next(p for p in context.pods if p.name == VICTIM)
+    state = await world.executor.start(
+        context,
+        world.state,
+        world.evaluation(0),
+        Candidate(victim, ("memory-leak: growth",)),
+        dry_run=False,
+        now=world.clock(),
+    )
+    assert state.active
+    assert world.kube.operation == {"pod": "llama-1", "step": "Draining"}
+    assert world.kube.calls == []
+
+
+async def test_a_recycle_finished_since_the_cache_was_read_is_planned_again_first() -> None:
+    world = World()
+    context = world.context()
+    assert world.state is not None
+    world.kube.body["status"] = {"history": [{"pod": "llama-1", "result": "Succeeded"}]}
+    victim = next(p for p in context.pods if p.name == VICTIM)
+    state = await world.executor.start(
+        context,
+        world.state,
+        world.evaluation(0),
+        Candidate(victim, ("memory-leak: growth",)),
+        dry_run=False,
+        now=world.clock(),
+    )
+    assert not state.active
+    assert "re-planning" in state.message
+    assert world.kube.operation is None
+    assert world.kube.calls == []
+
+
+async def test_a_drained_pod_is_left_alone_when_a_fresh_read_shows_its_recycle() -> None:
+    world = World()
+    world.kube.pods[VICTIM]["metadata"]["labels"][SERVING] = "false"
+    context = world.context()  # a lagging watch: no operation in its copy
+    world.kube.body["status"] = {"operation": {"pod": VICTIM, "step": "Draining"}}
+    await world.executor.undrain_orphans(context)
+    assert not world.serving()
+    assert world.kube.events == []
