@@ -6,6 +6,7 @@
 # Both stages use the same base, so the wheels match the interpreter that runs them. The public
 # image is the default; a machine without a registry passes its own build of a Debian bookworm
 # Python 3.11 base (hack/cluster builds one with debootstrap).
+# checkov:skip=CKV_DOCKER_7: the base is a build argument; its default below names a version
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
