@@ -89,8 +89,13 @@ def render_table(report: dict[str, Any]) -> str:
             flags.append("needs traffic")
         suffix = f"  [{', '.join(flags)}]" if flags else ""
         lines.append(f"    {rule['name']:<{width}}  {rule['rule']}{suffix}")
+    lines.append(f"  server profile: {policy.get('server', 'vllm')}")
+    for text in policy.get("switchedOff") or []:
+        lines.append(f"    {text}")
     metrics = report["metrics"]
     lines.append(f"  metrics: {metrics['reason']}: {metrics['message']}")
+    for text in report.get("blind") or []:
+        lines.append(f"  blind: {text}")
     if report.get("operation"):
         operation = report["operation"]
         lines.append(f"  recycling: {operation['pod']} at step {operation['step']}")

@@ -31,6 +31,7 @@ from infercycle.cycle.reporting import (
     invalid_status,
     normal,
     pause_of,
+    rule_warnings,
     warning,
 )
 from infercycle.cycle.state import (
@@ -250,6 +251,8 @@ class FleetController:
             await self.reporter.event_once(
                 body, state, warning("MetricsUnavailable", evaluation.metrics.message)
             )
+        for event in rule_warnings(context, evaluation):
+            await self.reporter.event_once(body, state, event)
         dry_run = policy.dry_run or self.settings.dry_run
         plan: Plan | None = None
         recycling = IDLE

@@ -23,6 +23,7 @@ from infercycle.cycle.state import (
     pod_key,
 )
 from infercycle.health.engine import HealthEngine
+from infercycle.health.resolution import blind_rules
 from infercycle.prom.reader import FleetSnapshot
 
 log = logging.getLogger("infercycle.cycle")
@@ -156,8 +157,13 @@ def evaluate(  # noqa: PLR0917 - the cycle's inputs, each distinct
         }
         engine.observe(now, pod_key(pod), pod.started_at or now, signals, container_restarts(pod))
     verdicts = engine.evaluate(now)
+    latest = {
+        signal: {pod.name: values.get((namespace, pod.name)) for pod in running}
+        for signal, values in by_signal.items()
+    }
     return Evaluation(
         verdicts,
         MetricsState(True, "Queried", f"{snapshot.queries} queries, {len(running)} pods"),
         in_flight,
+        blind_rules(health, latest),
     )

@@ -27,6 +27,8 @@ async def explain(controller: FleetController, key: DeploymentKey) -> dict[str, 
     evaluation = controller.evaluate(context, snapshot, queries, controller.clock())
     report["policy"] = {
         "sources": list(policy.sources),
+        "server": policy.server,
+        "switchedOff": [entry.describe(policy.server) for entry in policy.switched_off],
         "dryRun": policy.dry_run or controller.settings.dry_run,
         "quorum": policy.health.quorum,
         "warmupSeconds": policy.health.warmup_s,
@@ -82,5 +84,6 @@ async def explain(controller: FleetController, key: DeploymentKey) -> dict[str, 
             }
         )
     report["pods"] = pods
+    report["blind"] = [item.describe() for item in evaluation.blind]
     report["operation"] = (body.get("status") or {}).get("operation")
     return report

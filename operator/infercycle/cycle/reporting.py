@@ -42,7 +42,15 @@ from infercycle.recycle.units import ready_units
 log = logging.getLogger("infercycle.cycle")
 STATUS_REFRESH_S = 300.0
 EVENT_REPEAT_S = 600.0
-CONDITION_TYPES = ("Ready", "Degraded", "Recycling", "MetricsAvailable", "Paused", "Drainable")
+CONDITION_TYPES = (
+    "Ready",
+    "Degraded",
+    "Recycling",
+    "MetricsAvailable",
+    "RulesActive",
+    "Paused",
+    "Drainable",
+)
 SERVING_GATE_LINE = "readinessGates: [{conditionType: infercycle.io/serving}]"
 
 
@@ -210,6 +218,7 @@ def build_status(
         ),
         ("Recycling", recycling.active, recycling.reason, recycling.message),
         ("MetricsAvailable", metrics.available, metrics.reason, metrics.message),
+        ("RulesActive", *rules_active_condition(context, evaluation)),
         ("Paused", pause.paused, pause.reason, pause.message),
         ("Drainable", *drainable),
     ):
@@ -236,6 +245,39 @@ def build_status(
         pods=pod_summaries(state, context.pods, evaluation, now),
         last_evaluation=to_timestamp(now),
     )
+
+
+def rules_active_condition(
+    context: DeploymentContext, evaluation: Evaluation
+) -> tuple[bool, str, str]:
+    """The ``RulesActive`` condition: every rule the policy asks for runs and can see, or which
+    do not and why (a signal the server does not export; a histogram too coarse to move)."""
+    assert context.policy is not None
+    off = context.policy.switched_off
+    if off:
+        texts = [entry.describe(context.policy.server) for entry in off]
+        return False, "RulesSwitchedOff", "; ".join(texts)
+    if evaluation.blind:
+        rules = sorted({item.rule for item in evaluation.blind})
+        first = evaluation.blind[0].describe()
+        message = f"blind on {len(evaluation.blind)} pod(s): {', '.join(rules)}; e.g. {first}"
+        return False, "HistogramTooCoarse", message
+    return True, "AllRulesActive", f"all {len(context.policy.health.rules)} rules run and see"
+
+
+def rule_warnings(context: DeploymentContext, evaluation: Evaluation) -> list[Event]:
+    """One Warning per rule switched off, and per rule blind on some pod (once per rule)."""
+    assert context.policy is not None
+    events = [
+        warning("RuleSwitchedOff", entry.describe(context.policy.server))
+        for entry in context.policy.switched_off
+    ]
+    seen: set[str] = set()
+    for item in evaluation.blind:
+        if item.rule not in seen:
+            seen.add(item.rule)
+            events.append(warning("HistogramTooCoarse", item.describe()))
+    return events
 
 
 def drainable_condition(

@@ -17,6 +17,7 @@ from infercycle.api.spec import LabelSelector
 from infercycle.api.values import EffectivePolicy
 from infercycle.health.engine import HealthEngine, PodKey, Verdict
 from infercycle.health.model import ContainerRestarts
+from infercycle.health.resolution import Blindness
 from infercycle.recycle.fleet import PodState, Target
 from infercycle.recycle.units import units_of
 
@@ -208,6 +209,8 @@ class Evaluation:
     verdicts: Mapping[PodKey, Verdict]
     metrics: MetricsState
     requests_running: Mapping[str, float] = field(default_factory=dict)
+    # (rule, pod) pairs whose histogram quantile sits in its lowest bucket: the rule is blind.
+    blind: tuple[Blindness, ...] = ()
 
     def verdict(self, pod: PodState) -> Verdict | None:
         return self.verdicts.get(pod_key(pod))

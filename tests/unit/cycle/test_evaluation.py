@@ -85,3 +85,29 @@ def test_two_oom_kills_condemn_the_pod_they_happened_to_and_no_other() -> None:
                 reasons.extend(f"{state.name} {reason.text}" for reason in verdict.reasons)
     assert verdicts == {"llama-0": True, "llama-1": False}, sorted(set(reasons))
     assert any(text.startswith("llama-0 oom-kills") for text in reasons), sorted(set(reasons))
+
+
+def test_a_p99_stuck_in_the_lowest_bucket_is_reported_blind_for_its_pod() -> None:
+    pods = {"llama-0": pod("llama-0", "u0"), "llama-1": pod("llama-1", "u1")}
+    registry = Registry()
+    for raw in pods.values():
+        registry.put_pod(raw, deleted=False)
+    context = inputs.context_for(registry, (NAMESPACE, NAME), deployment())
+    assert context.policy is not None, context.error
+    floor = context.policy.health.floors["latency_p99"]
+    queries = inputs.query_set([context])
+    engine = HealthEngine(context.policy.health)
+    latency = {(NAMESPACE, "llama-0"): floor * 0.99, (NAMESPACE, "llama-1"): 1.5}
+    snapshot = FleetSnapshot(
+        at=T0,
+        signals={
+            query.label: latency if query.signal == "latency_p99" else dict.fromkeys(latency, 1.0)
+            for query in queries
+        },
+        sample_time=dict.fromkeys(latency, T0),
+        queries=len(queries),
+    )
+    result = evaluate(context, engine, snapshot, queries, T0, "http://prometheus")
+    blind = {(item.rule, item.pod) for item in result.blind}
+    assert ("latency-creep", "llama-0") in blind
+    assert not any(pod_name == "llama-1" for _, pod_name in blind)

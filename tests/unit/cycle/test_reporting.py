@@ -97,6 +97,7 @@ def test_the_status_a_cycle_writes_validates_against_the_crds_own_schema() -> No
         "Degraded",
         "Recycling",
         "MetricsAvailable",
+        "RulesActive",
         "Paused",
         "Drainable",
     ]
@@ -199,3 +200,22 @@ async def test_an_unchanged_status_is_written_once_then_refreshed_after_five_min
     assert not await write(T0 + 30)
     assert await write(T0 + 301)
     assert kube.status_writes == 2
+
+
+def test_rules_a_server_cannot_feed_are_named_in_a_condition_and_a_warning_each() -> None:
+    from infercycle.cycle.reporting import rule_warnings, rules_active_condition  # noqa: PLC0415
+
+    kube = FakeKube(deployment(), {"llama-0": pod("llama-0", "u0")})
+    kube.body["spec"]["server"] = "tgi"
+    registry = Registry()
+    registry.put_pod(kube.pods["llama-0"], deleted=False)
+    context = inputs.context_for(registry, (NAMESPACE, NAME), kube.body)
+    assert context.policy is not None, context.error
+    evaluation = Evaluation({}, MetricsState(True, "Queried", "1 pod"))
+    active, reason, message = rules_active_condition(context, evaluation)
+    assert (active, reason) == (False, "RulesSwitchedOff")
+    assert "kv_cache" in message
+    warnings = rule_warnings(context, evaluation)
+    assert warnings
+    assert {event.reason for event in warnings} == {"RuleSwitchedOff"}
+    assert len(warnings) == len(context.policy.switched_off)

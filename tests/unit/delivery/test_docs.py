@@ -27,12 +27,14 @@ CONDITION_REASONS = {
     ),
     "Paused": ("CircuitBreakerOpen", "PodFlapping", "PausedBySpec", "NotPaused"),
     "Drainable": ("ServiceLabel", "ReadinessGate", "ReadinessGateMissing"),
+    "RulesActive": ("AllRulesActive", "RulesSwitchedOff", "HistogramTooCoarse"),
 }
 EVENT_REASONS = (
     "RecycleStarted", "Draining", "Checkpointed", "CheckpointFailed", "Restarting",
     "EvictionBlocked", "Restarted", "Verified", "RecycleSucceeded", "RecycleEscalated",
     "RecycleFailed", "DryRunRecycle", "GuardRefused", "MetricsUnavailable", "PolicyInvalid",
     "CircuitBreakerOpen", "AgentUnavailable", "NotDrained", "TargetUnavailable",
+    "RuleSwitchedOff", "HistogramTooCoarse",
 )  # fmt: skip
 GUARDS = (
     "MaxUnavailable", "MinAvailable", "Cooldown", "HourlyBudget", "CircuitBreaker", "Flapping",
