@@ -67,6 +67,7 @@ SCENARIOS = (
     Scenario("InPlace"),
     Scenario("Recreate", "Recreate"),
     Scenario("InPlace, agent restart failing", agent={"fail_restart": "no answer within 30s"}),
+    Scenario("InPlace, restart answer lost", agent={"lose_restart_answer": True}),
     Scenario("InPlace, checkpoint failing", agent={"fail_checkpoint": "agent unreachable"}),
     Scenario("Recreate, eviction refused", "Recreate", refused_ticks=4),
 )
@@ -101,11 +102,9 @@ class Guards:
         )
         return ready and found["metadata"]["labels"].get(SERVING) == "true"
 
-    def restarts(self) -> int:
-        return sum(
-            found["status"]["containerStatuses"][0]["restartCount"]
-            for found in self.kube.pods.values()
-        )
+    def restarts(self, name: str) -> int:
+        found = self.kube.pods.get(name)
+        return 0 if found is None else int(found["status"]["containerStatuses"][0]["restartCount"])
 
 
 class Ports:
@@ -140,12 +139,13 @@ class Ports:
         killed = self.kill is not None and self.kill.at == self.calls
         if killed and self.kill is not None and not self.kill.after:
             raise OperatorKilledError(f"before call {self.calls} ({name})")
-        restarts = self.guards.restarts()
+        restarts = self.guards.restarts(pod_name or "")
         try:
             result = action()
         finally:
-            if pod_name is not None:
-                self.guards.disruptions[pod_name] += self.guards.restarts() - restarts
+            if name == "restart" and pod_name is not None:
+                # Counted even when the call then fails: the server restarted all the same.
+                self.guards.disruptions[pod_name] += self.guards.restarts(pod_name) - restarts
             self.guards.look()
         if name == "evict" and result is EvictionOutcome.EVICTED and pod_name is not None:
             self.guards.disruptions[pod_name] += 1

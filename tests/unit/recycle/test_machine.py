@@ -175,6 +175,20 @@ def test_a_failed_in_place_restart_falls_back_to_an_eviction_when_the_policy_all
     assert move.event.reason == "RecycleEscalated"
 
 
+def test_a_restart_whose_answer_was_lost_is_not_escalated_when_the_pod_shows_it() -> None:
+    op = after_checkpoint(
+        start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0), T0, None, "down"
+    ).operation
+    assert op is not None
+    lost = ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error="connection reset")
+    restarted = replace(DRAINED, restart_count=1)
+    move = next_move(op, Observation(restarted, outcome=lost), TIMINGS, T0 + 2)
+    assert move.action is Action.NONE
+    assert move.operation is not None
+    assert move.operation.step == RecycleStep.WAITING_READY
+    assert not move.operation.escalated
+
+
 def test_a_failed_in_place_restart_without_fallback_returns_the_pod_and_records_failure() -> None:
     op = after_checkpoint(
         start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0), T0, None, "down"
