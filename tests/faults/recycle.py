@@ -342,8 +342,7 @@ class Turns:
         are done."""
         with self.lock:
             self.lock.wait_for(
-                lambda: self.turn is None
-                and len(self.waiting | self.done) == self.replicas
+                lambda: self.turn is None and len(self.waiting | self.done) == self.replicas
             )
             if not self.waiting:
                 return False
@@ -367,13 +366,15 @@ async def race_once(scenario: Scenario, seed: int) -> FaultResult:
             for i in range(len(victims))
         ]
 
-        async def run(index: int, replica: Operator, turns: Turns = turns) -> None:
+        async def run(
+            index: int, replica: Operator, turns: Turns = turns, victim: str | None = None
+        ) -> None:
             try:
-                await replica.cycle(victims[index])
+                await replica.cycle(victim)
             finally:
                 turns.finish(index)
 
-        tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(replicas)]
+        tasks = [asyncio.create_task(run(i, r, victim=victims[i])) for i, r in enumerate(replicas)]
         while await asyncio.to_thread(turns.pick):
             pass
         await asyncio.gather(*tasks)
