@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from infercycle.api.resources import CheckpointRecord
 from infercycle.cycle import inputs
 from infercycle.cycle.execution import Executor
-from infercycle.cycle.ports import EvictionOutcome
+from infercycle.cycle.ports import AgentConnector, AgentPort, EvictionOutcome
 from infercycle.cycle.reporting import Reporter
 from infercycle.cycle.state import DeploymentState, Evaluation, MetricsState, Registry
 from infercycle.health.engine import HealthEngine
@@ -31,7 +32,6 @@ from tests.unit.cycle.fakes import (
     NAMESPACE,
     SERVING,
     Clock,
-    FakeAgent,
     FakeAgents,
     FakeKube,
     deployment,
@@ -88,6 +88,7 @@ class Guards:
         self.kube = kube
         self.most_out = 0
         self.disruptions: Counter[str] = Counter()
+        self.slowest_agent_call_s = 0.0
 
     def look(self) -> None:
         out = sum(1 for name in PODS if not self._in_service(name))
@@ -116,7 +117,7 @@ class Ports:
     def __init__(
         self,
         kube: FakeKube,
-        agents: FakeAgents,
+        agents: AgentConnector,
         guards: Guards,
         kill: Kill | None = None,
         gate: Callable[[], None] | None = None,
@@ -164,15 +165,19 @@ class Ports:
 
     def __call__(self, body: dict[str, Any], pod_ip: str | None) -> CountedAgent | None:
         agent = self.agents(body, pod_ip)
-        return None if agent is None else CountedAgent(self, agent)
+        if agent is None or pod_ip is None:
+            return None
+        return CountedAgent(self, agent, pod_ip.removeprefix("ip-of-"))
 
 
 class CountedAgent:
-    """A pod's agent whose calls go through ``Ports``."""
+    """A pod's agent whose calls go through ``Ports``; each runs on its own event loop in a
+    worker thread, as the port calls of the Kubernetes client do."""
 
-    def __init__(self, ports: Ports, agent: FakeAgent) -> None:
+    def __init__(self, ports: Ports, agent: AgentPort, pod_name: str) -> None:
         self.ports = ports
         self.agent = agent
+        self.pod_name = pod_name
 
     async def checkpoint(self) -> CheckpointRecord:
         return await self._through("checkpoint", self.agent.checkpoint)
@@ -182,9 +187,15 @@ class CountedAgent:
 
     async def _through(self, name: str, action: Callable[[], Any]) -> Any:
         def run() -> Any:
-            return asyncio.run(action())
+            started = time.monotonic()
+            try:
+                return asyncio.run(action())
+            finally:
+                took = time.monotonic() - started
+                guards = self.ports.guards
+                guards.slowest_agent_call_s = max(guards.slowest_agent_call_s, took)
 
-        return await asyncio.to_thread(self.ports._call, name, self.agent.pod_name, run)
+        return await asyncio.to_thread(self.ports._call, name, self.pod_name, run)
 
 
 class Operator:
@@ -268,12 +279,28 @@ def judge(name: str, kube: FakeKube, guards: Guards, finished: bool, fault: int)
 # -- the operator killed at one port call ------------------------------------------------------
 
 
-async def run_killed(scenario: Scenario, kill: Kill | None) -> tuple[FaultResult, int]:
-    """Walk one recycle to its end, the operator killed once at ``kill``; the counts and how
-    many port calls the walk made."""
-    kube, agents, guards = new_world(scenario)
+@dataclass
+class Walk:
+    """One recycle walked to its end: the API server, the guards, and the port calls made."""
+
+    kube: FakeKube
+    guards: Guards
+    calls: int
+
+    @property
+    def finished(self) -> bool:
+        return self.kube.operation is None and bool(self.kube.history)
+
+
+async def walk(
+    scenario: Scenario, kill: Kill | None = None, agents: AgentConnector | None = None
+) -> Walk:
+    """Walk one recycle of ``llama-0`` to its end, the operator killed once at ``kill``, its
+    agents the fakes or ``agents``."""
+    kube, fakes, guards = new_world(scenario)
+    connector = agents or fakes
     clock = Clock()
-    ports = Ports(kube, agents, guards, kill)
+    ports = Ports(kube, connector, guards, kill)
     operator = Operator(ports, clock)
     calls = 0
     for tick in range(MAX_TICKS):
@@ -282,16 +309,21 @@ async def run_killed(scenario: Scenario, kill: Kill | None) -> tuple[FaultResult
             await operator.cycle("llama-0")
         except OperatorKilledError:
             calls += ports.calls
-            ports = Ports(kube, agents, guards)
+            ports = Ports(kube, connector, guards)
             operator = Operator(ports, clock)  # a new process: only the API server remembers
         if kube.operation is None and kube.history:
             break
         kubelet(kube)
         clock.advance(TICK_S)
-    calls += ports.calls
+    return Walk(kube, guards, calls + ports.calls)
+
+
+async def run_killed(scenario: Scenario, kill: Kill | None) -> tuple[FaultResult, int]:
+    """One walk, the operator killed at ``kill``: the counts and how many port calls it made."""
+    done = await walk(scenario, kill)
     where = "no kill" if kill is None else f"killed {'after' if kill.after else 'at'} {kill.at}"
-    finished = kube.operation is None and bool(kube.history)
-    return judge(f"{scenario.name}, {where}", kube, guards, finished, int(kill is not None)), calls
+    name = f"{scenario.name}, {where}"
+    return judge(name, done.kube, done.guards, done.finished, int(kill is not None)), done.calls
 
 
 async def kill_everywhere(scenarios: tuple[Scenario, ...] = SCENARIOS) -> FaultResult:
@@ -300,10 +332,13 @@ async def kill_everywhere(scenarios: tuple[Scenario, ...] = SCENARIOS) -> FaultR
     for scenario in scenarios:
         clean, calls = await run_killed(scenario, None)
         total.add(clean)
+        harmed = total.harmed()
         for at in range(1, calls + 1):
             for after in (False, True):
                 result, _ = await run_killed(scenario, Kill(at, after))
                 total.add(result)
+        kept = "every one kept every guard" if total.harmed() == harmed else "some did harm"
+        total.findings.append(f"{scenario.name}: {calls} port calls, {2 * calls} kills; {kept}")
     return total
 
 
@@ -390,6 +425,9 @@ async def race_once(scenario: Scenario, seed: int) -> FaultResult:
 async def race(seeds: int, scenarios: tuple[Scenario, ...] = SCENARIOS) -> FaultResult:
     total = FaultResult("Two operator replicas racing", sessions_lost=None)
     for scenario in scenarios:
+        harmed = total.harmed()
         for seed in range(seeds):
             total.add(await race_once(scenario, seed))
+        kept = "every one kept every guard" if total.harmed() == harmed else "some did harm"
+        total.findings.append(f"{scenario.name}: {seeds} interleavings; {kept}")
     return total
