@@ -11,7 +11,6 @@ import signal
 import socket
 import socketserver
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from infercycle.agent.client import AgentClient, AgentClientError, AgentError
 from infercycle.cycle.agents import PodAgent
+from tests.faults.local import serve
 from tests.faults.outcome import FaultResult
 from tests.faults.recycle import Scenario, judge, walk
 from tests.unit.agent.harness import (
@@ -28,10 +28,9 @@ from tests.unit.agent.harness import (
     can_mount,
     hook_agent,
     http_json,
-    mounted,
     new_server_pid,
     restored_into,
-    start_agent,
+    small_volume,
     start_standin,
 )
 
@@ -96,39 +95,36 @@ class _Handler(socketserver.BaseRequestHandler):
 @contextmanager
 def misbehaving(misbehaviour: Misbehaviour) -> Iterator[str]:
     handler = type("Handler", (_Handler,), {"misbehaviour": misbehaviour})
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)) as url:
+        yield url
+
+
+async def misbehaving_agent(misbehaviour: Misbehaviour) -> FaultResult:
+    """A whole InPlace recycle against one misbehaving agent: every call ends within its
+    timeout with a typed error, the executor reports it, and the recycle still ends once."""
+    with misbehaving(misbehaviour) as url:
+
+        def connector(body: dict[str, Any], pod_ip: str | None) -> PodAgent:
+            return PodAgent(AgentClient(url, "token", timeout=AGENT_TIMEOUT_S))
+
+        done = await walk(Scenario(misbehaviour.name), agents=connector)
+    result = judge(misbehaviour.name, done.kube, done.guards, done.finished, fault=2)
+    slowest = done.guards.slowest_agent_call_s
+    reported = [m for _, reason, m in done.kube.events if reason == "CheckpointFailed"]
+    if slowest > AGENT_TIMEOUT_S + SLACK_S or not reported:
+        result.beyond_guards = (result.beyond_guards or 0) + 1
+    outcome = done.kube.history[-1]["result"] if done.kube.history else "unfinished"
+    note = reported[0] if reported else "no CheckpointFailed event"
+    result.findings.append(
+        f"{misbehaviour.name}: slowest call {slowest:.2f}s, {outcome}; reported: {note}"
+    )
+    return result
 
 
 async def misbehaving_agents() -> FaultResult:
-    """A whole InPlace recycle against each misbehaving agent: every call ends within its
-    timeout with a typed error, the executor reports it, and the recycle still ends once."""
     total = FaultResult("Agent hangs, floods or lies (operator side)", sessions_lost=None)
     for misbehaviour in MISBEHAVIOURS:
-        with misbehaving(misbehaviour) as url:
-
-            def connector(body: dict[str, Any], pod_ip: str | None, url: str = url) -> PodAgent:
-                return PodAgent(AgentClient(url, "token", timeout=AGENT_TIMEOUT_S))
-
-            done = await walk(Scenario(misbehaviour.name), agents=connector)
-        result = judge(misbehaviour.name, done.kube, done.guards, done.finished, fault=2)
-        slowest = done.guards.slowest_agent_call_s
-        reported = [m for _, reason, m in done.kube.events if reason == "CheckpointFailed"]
-        if slowest > AGENT_TIMEOUT_S + SLACK_S or not reported:
-            result.beyond_guards = (result.beyond_guards or 0) + 1
-        outcome = done.kube.history[-1]["result"] if done.kube.history else "unfinished"
-        note = reported[0] if reported else "no CheckpointFailed event"
-        result.findings.append(
-            f"{misbehaviour.name}: slowest call {slowest:.2f}s, {outcome}; reported: {note}"
-        )
-        total.add(result)
+        total.add(await misbehaving_agent(misbehaviour))
     return total
 
 
@@ -152,12 +148,17 @@ async def restart_and_read(standin: StandIn, client: AgentClient, restarts: int)
     return set(standin.sessions())
 
 
-def lost_or_mixed(acknowledged: set[str], complete: list[set[str]], restored: set[str]) -> int:
-    """Sessions of the last acknowledged checkpoint that did not come back, or, when what came
-    back is no complete checkpoint (a partial one was used), everything that differs."""
+def lost_or_mixed(acknowledged: int, complete: list[set[str]], restored: set[str]) -> int:
+    """Sessions lost, given the sessions of each complete checkpoint oldest first and the index
+    of the last one acknowledged: 0 when what came back is that checkpoint or a newer complete
+    one; what the acknowledged one had and did not come back when an older one was restored;
+    everything that differs when what came back is no complete checkpoint (a partial one)."""
+    newest = complete[acknowledged]
+    if restored in complete[acknowledged:]:
+        return 0
     if restored in complete:
-        return len(acknowledged - restored)
-    return len(acknowledged ^ restored) or 1
+        return len(newest - restored)
+    return len(newest ^ restored) or 1
 
 
 async def killed_mid_checkpoint(work: Path, delay_s: float) -> FaultResult:
@@ -173,7 +174,7 @@ async def killed_mid_checkpoint(work: Path, delay_s: float) -> FaultResult:
         agent = hook_agent(processes, standin, work, name="agent-1")
         first = set(standin.fill(5, "first"))
         await agent.client().checkpoint()
-        acknowledged = first
+        acknowledged = 0
         second = set(put_sessions(standin, 2000, 2000))
         attempt = asyncio.create_task(agent.client().checkpoint())
         await asyncio.sleep(delay_s)
@@ -181,7 +182,7 @@ async def killed_mid_checkpoint(work: Path, delay_s: float) -> FaultResult:
         await asyncio.to_thread(agent.process.wait, 10)
         try:
             await attempt
-            acknowledged = second  # it finished before the kill: the newer one counts
+            acknowledged = 1  # it finished before the kill: the newer one counts
         except AgentClientError:
             pass
         again = hook_agent(processes, standin, work, name="agent-2")
@@ -209,13 +210,7 @@ async def volume_full(work: Path) -> FaultResult:
     processes = Processes(work / "logs")
     try:
         standin = start_standin(processes)
-        agent = start_agent(
-            processes,
-            checkpoint_dir,
-            server_pattern=standin.pattern,
-            hook=f"{standin.url}/sessions",
-            wrapper=mounted(f"mount -t tmpfs -o size=256k tmpfs {checkpoint_dir}"),
-        )
+        agent = hook_agent(processes, standin, work, wrapper=small_volume(checkpoint_dir))
         client = agent.client()
         small = set(standin.fill(3))
         await client.checkpoint()
@@ -228,7 +223,7 @@ async def volume_full(work: Path) -> FaultResult:
         except AgentError as full:
             refusal = f"{full.http_status} {full.code}"
         restored = await restart_and_read(standin, client, restarts=1)
-        result.sessions_lost = lost_or_mixed(small, [small], restored)
+        result.sessions_lost = lost_or_mixed(0, [small], restored)
         result.findings.append(
             f"session volume full: refused with {refusal}; {len(restored)}"
             " sessions of the previous checkpoint restored"

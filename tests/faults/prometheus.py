@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,19 +17,11 @@ from typing import Any, ClassVar
 from infercycle.cycle.controller import FleetController
 from infercycle.prom.reader import PrometheusReader
 from infercycle.settings import OperatorSettings
+from tests.faults.local import serve
 from tests.faults.outcome import FaultResult
-from tests.unit.cycle.fakes import (
-    NAME,
-    NAMESPACE,
-    SERVING,
-    Clock,
-    FakeAgents,
-    FakeKube,
-    deployment,
-    pod,
-)
+from tests.faults.recycle import PODS, Scenario, new_world
+from tests.unit.cycle.fakes import NAME, NAMESPACE, SERVING, Clock
 
-PODS = ("llama-0", "llama-1")
 QUERY_TIMEOUT_S = 1.0
 CYCLES = 3
 
@@ -116,15 +107,8 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serving(answer: Answer) -> Iterator[str]:
     handler = type("Handler", (_Handler,), {"answer": answer})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+        yield url
 
 
 def closed_port_url() -> str:
@@ -137,13 +121,13 @@ async def cycles_against(url: str, name: str) -> FaultResult:
     """Run the fleet cycle ``CYCLES`` times against Prometheus at ``url``; the counts, and the
     MetricsAvailable condition as a finding."""
     clock = Clock()
-    kube = FakeKube(deployment(), {p: pod(p, f"uid-{p[-1]}") for p in PODS})
+    kube, agents, _ = new_world(Scenario("InPlace"))
     settings = OperatorSettings(prometheus_url=url, query_timeout=f"{QUERY_TIMEOUT_S:.0f}s")
     controller = FleetController(
         settings,
         kube,  # type: ignore[arg-type]
         PrometheusReader(settings),
-        agents=FakeAgents(kube),
+        agents=agents,
         clock=clock,
     )
     controller.registry.deployments[(NAMESPACE, NAME)] = kube.body

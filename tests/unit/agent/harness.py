@@ -315,3 +315,8 @@ def can_mount() -> bool:
 def mounted(script: str) -> tuple[str, ...]:
     """Run the agent in a private mount namespace after ``script`` prepared its mounts."""
     return ("unshare", "-m", "sh", "-c", f'{script} && exec "$@"', "sh")
+
+
+def small_volume(checkpoint_dir: Path, size: str = "256k") -> tuple[str, ...]:
+    """A wrapper that gives the agent a checkpoint volume of ``size`` (a private tmpfs)."""
+    return mounted(f"mount -t tmpfs -o size={size} tmpfs {checkpoint_dir}")

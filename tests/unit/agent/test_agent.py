@@ -27,6 +27,7 @@ from tests.unit.agent.harness import (
     mounted,
     new_server_pid,
     restored_into,
+    small_volume,
     start_agent,
     start_standin,
     wait_for_status,
@@ -379,13 +380,7 @@ async def test_full_volume_keeps_the_previous_checkpoint(
     checkpoint_dir = tmp_path / "ckpt"
     checkpoint_dir.mkdir()
     standin = start_standin(processes, supervised=False)
-    agent = start_agent(
-        processes,
-        checkpoint_dir,
-        server_pattern=standin.pattern,
-        hook=f"{standin.url}/sessions",
-        wrapper=mounted(f"mount -t tmpfs -o size=256k tmpfs {checkpoint_dir}"),
-    )
+    agent = hook_agent(processes, standin, tmp_path, wrapper=small_volume(checkpoint_dir))
     client = agent.client()
     small = standin.fill(3)
     previous = await client.checkpoint()
