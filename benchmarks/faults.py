@@ -113,7 +113,8 @@ def row(result: FaultResult) -> str:
 
     counts = (result.restarted_twice, result.beyond_guards, result.left_drained)
     cells = [str(result.runs), str(result.faults), *map(cell, counts)]
-    return f"| {result.name} | " + " | ".join([*cells, cell(result.sessions_lost)]) + " |"
+    name = f"{result.name} (failed to run; see below)" if result.failed else result.name
+    return f"| {name} | " + " | ".join([*cells, cell(result.sessions_lost)]) + " |"
 
 
 def report(results: list[tuple[str, FaultResult]], seconds: float, cluster_run: bool) -> str:
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(text)
     harmed = sum(result.harmed() for _, result in results)
-    return 1 if harmed else 0
+    return 1 if harmed or any(result.failed for _, result in results) else 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 from infercycle.agent.client import AgentClient, AgentClientError, AgentError
 from infercycle.cycle.agents import PodAgent
-from tests.faults.local import serve
+from tests.faults.local import ThreadingServer, serve
 from tests.faults.outcome import FaultResult
 from tests.faults.recycle import Scenario, judge, walk
 from tests.unit.agent.harness import (
@@ -95,7 +95,7 @@ class _Handler(socketserver.BaseRequestHandler):
 @contextmanager
 def misbehaving(misbehaviour: Misbehaviour) -> Iterator[str]:
     handler = type("Handler", (_Handler,), {"misbehaviour": misbehaviour})
-    with serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)) as url:
+    with serve(ThreadingServer(("127.0.0.1", 0), handler)) as url:
         yield url
 
 
@@ -104,7 +104,7 @@ async def misbehaving_agent(misbehaviour: Misbehaviour) -> FaultResult:
     timeout with a typed error, the executor reports it, and the recycle still ends once."""
     with misbehaving(misbehaviour) as url:
 
-        def connector(body: dict[str, Any], pod_ip: str | None) -> PodAgent:
+        def connector(deployment: dict[str, Any], pod_ip: str | None) -> PodAgent:
             return PodAgent(AgentClient(url, "token", timeout=AGENT_TIMEOUT_S))
 
         done = await walk(Scenario(misbehaviour.name), agents=connector)

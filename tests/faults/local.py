@@ -9,9 +9,9 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def serve(server: socketserver.ThreadingTCPServer) -> Iterator[str]:
-    """Serve ``server`` (bound to 127.0.0.1) until the block ends; yields its base URL."""
-    server.daemon_threads = True
+def serve(server: socketserver.TCPServer) -> Iterator[str]:
+    """Serve ``server`` (bound to 127.0.0.1, a thread per request that does not outlive the
+    process) until the block ends; yields its base URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -19,3 +19,7 @@ def serve(server: socketserver.ThreadingTCPServer) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class ThreadingServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True

@@ -18,6 +18,7 @@ class FaultResult:
     left_drained: int | None = 0
     sessions_lost: int | None = 0
     findings: list[str] = field(default_factory=list)
+    failed: bool = False  # the class could not be run to the end: its counts are incomplete
 
     def harmed(self) -> int:
         counts = (self.restarted_twice, self.beyond_guards, self.left_drained, self.sessions_lost)

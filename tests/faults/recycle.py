@@ -10,6 +10,7 @@ A killed operator is replaced by a fresh ``Executor`` that knows only what the A
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import threading
 import time
@@ -163,8 +164,8 @@ class Ports:
 
         return call
 
-    def __call__(self, body: dict[str, Any], pod_ip: str | None) -> CountedAgent | None:
-        agent = self.agents(body, pod_ip)
+    def __call__(self, deployment: dict[str, Any], pod_ip: str | None) -> CountedAgent | None:
+        agent = self.agents(deployment, pod_ip)
         if agent is None or pod_ip is None:
             return None
         return CountedAgent(self, agent, pod_ip.removeprefix("ip-of-"))
@@ -180,7 +181,8 @@ class CountedAgent:
         self.pod_name = pod_name
 
     async def checkpoint(self) -> CheckpointRecord:
-        return await self._through("checkpoint", self.agent.checkpoint)
+        record: CheckpointRecord = await self._through("checkpoint", self.agent.checkpoint)
+        return record
 
     async def restart(self) -> None:
         await self._through("restart", self.agent.restart)
@@ -220,7 +222,7 @@ class Operator:
         registry.deployments[(NAMESPACE, NAME)] = kube.body
         for raw in kube.pods.values():
             registry.put_pod(raw, deleted=False)
-        context = inputs.context_for(registry, (NAMESPACE, NAME), kube.read_deployment("", ""))
+        context = inputs.context_for(registry, (NAMESPACE, NAME), copy.deepcopy(kube.body))
         assert context.policy is not None, context.error
         if self.state is None:
             self.state = DeploymentState(HealthEngine(context.policy.health), None)
