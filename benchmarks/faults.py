@@ -99,9 +99,10 @@ FOUND = (
     "- A restart call that failed after the agent had restarted the server (a reset or a "
     "timeout on the answer) was escalated to an eviction: the pod restarted twice (116 of the "
     "129 runs of that scenario in the first class). The machine now escalates only when the "
-    "pod does not show the restart (its restart count or UID). Still open: if the kubelet has not yet counted the restart when the pod is read "
-    "right after the failed call, the eviction still follows; waiting out a short window "
-    "before escalating an ambiguous failure (a timeout, not a refusal) would close it.",
+    "pod does not show the restart (its restart count or UID). Still open: if the kubelet has "
+    "not yet counted the restart when the pod is read right after the failed call, the "
+    "eviction still follows; waiting out a short window before escalating an ambiguous "
+    "failure (a timeout, not a refusal) would close it.",
     "- An agent answering JSON of the wrong shape puts the whole pydantic error (several "
     "lines) into the CheckpointFailed Event's message; harmless, but long.",
 )
@@ -141,7 +142,6 @@ def report(results: list[tuple[str, FaultResult]], seconds: float, cluster_run: 
             first = LOCAL_URL.sub("http://127.0.0.1:PORT", finding.splitlines()[0])
             lines.append(f"- {first[:240]}")
         lines.append("")
-    lines += ["## Defects these faults found", "", *FOUND, ""]
     if not cluster_run:
         lines += [
             "### API server and etcd restarted mid-recycle",
@@ -151,6 +151,7 @@ def report(results: list[tuple[str, FaultResult]], seconds: float, cluster_run: 
             f"Not run for this report. To run it: `{CLUSTER_COMMAND}`.",
             "",
         ]
+    lines += ["## Defects these faults found", "", *FOUND]
     return "\n".join(lines)
 
 
