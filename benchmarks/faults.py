@@ -30,6 +30,7 @@ from tests.faults.outcome import FaultResult  # noqa: E402
 
 CLUSTER_COMMAND = (
     "flock /tmp/infercycle-cluster.lock .venv/bin/python benchmarks/faults.py --cluster"
+    " --write docs/reliability.md"
 )
 
 WHAT = {
