@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: all venv lint typecheck crds crds-check test unit integration e2e demo cluster-up cluster-down bench clean manifests docs delivery-check kind-e2e
+.PHONY: all venv lint typecheck crds crds-check test unit integration e2e demo cluster-up cluster-down bench clean manifests docs delivery-check kind-e2e faults
 
 all: test
 
@@ -55,6 +55,11 @@ integration: venv
 # The README's test command: static checks, then every test against the real local cluster.
 test: lint crds-check delivery-check
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests sim/tests
+
+# The fault-injection suite: runs every fault class and writes its report (exit 1 on any harm).
+# The API server and etcd restarts need the local cluster: FAULTS_ARGS=--cluster, under the lock.
+faults: venv
+	$(PY) benchmarks/faults.py --write docs/reliability.md $(FAULTS_ARGS)
 
 demo: venv
 	$(PY) hack/demo.py

@@ -219,7 +219,14 @@ def next_move(op: RecycleOperation, seen: Observation, timings: RecycleTimings, 
             return _after_checkpoint(op, now, outcome)
         return Move(Action.CHECKPOINT, op, waiting=f"checkpointing sessions of {op.pod}")
     if step is RecycleStep.RESTARTING:
-        if outcome is not None and outcome.action is Action.RESTART_IN_PLACE and not outcome.ok:
+        # A call that timed out or was reset may have restarted the server all the same:
+        # only a failed restart that the pod does not show is escalated.
+        if (
+            outcome is not None
+            and outcome.action is Action.RESTART_IN_PLACE
+            and not outcome.ok
+            and not _restart_seen(op, pod)
+        ):
             return _after_failed_restart(op, timings, now, outcome.error or "unknown error")
         return _restart(op, seen, timings, now)
     if step is RecycleStep.WAITING_READY:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infercycle.agent.client import AgentClient
+from infercycle.agent.client import AgentClient, AgentStatus
 
 PYTHON = sys.executable
 TOKEN = "test-token-6f1d2c"
@@ -255,3 +257,66 @@ def start_agent(
     wait_until(lambda: process.poll() is not None or healthy(f"{agent.url}/healthz"), START_TIMEOUT)
     assert process.poll() is None, agent.log_file.read_text()
     return agent
+
+
+async def wait_for_status(client: AgentClient, check: Any, timeout: float = 15.0) -> AgentStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.status()
+        if check(status):
+            return status
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"status never matched: {status}")
+        await asyncio.sleep(0.05)
+
+
+async def restored_into(client: AgentClient, pid: int) -> AgentStatus:
+    return await wait_for_status(
+        client,
+        lambda status: (
+            status.last_restore is not None
+            and status.last_restore.server_pid == pid
+            and status.last_restore.result in ("restored", "failed")
+        ),
+    )
+
+
+def hook_agent(processes: Processes, standin: StandIn, tmp_path: Path, **options: Any) -> Agent:
+    """An agent whose session hook is the stand-in's, checkpointing under ``tmp_path/ckpt``."""
+    return start_agent(
+        processes,
+        tmp_path / "ckpt",
+        server_pattern=standin.pattern,
+        hook=f"{standin.url}/sessions",
+        **options,
+    )
+
+
+def new_server_pid(standin: StandIn, old: int, restarts: int) -> int:
+    wait_until(lambda: standin.restarts() == restarts and standin.pid() not in (None, old))
+    standin.wait_ready()
+    pid = standin.pid()
+    assert pid is not None
+    return pid
+
+
+def can_mount() -> bool:
+    """Whether this process may mount in a private namespace (root with unshare)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=16k tmpfs /mnt"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def mounted(script: str) -> tuple[str, ...]:
+    """Run the agent in a private mount namespace after ``script`` prepared its mounts."""
+    return ("unshare", "-m", "sh", "-c", f'{script} && exec "$@"', "sh")
+
+
+def small_volume(checkpoint_dir: Path, size: str = "256k") -> tuple[str, ...]:
+    """A wrapper that gives the agent a checkpoint volume of ``size`` (a private tmpfs)."""
+    return mounted(f"mount -t tmpfs -o size={size} tmpfs {checkpoint_dir}")

@@ -10,67 +10,31 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from infercycle.agent.client import AgentClient, AgentError, AgentStatus, AgentUnavailable
+from infercycle.agent.client import AgentClient, AgentError, AgentUnavailable
 from infercycle.agent.config import FAULT_PAUSE_BEFORE_COMMIT
 from infercycle.agent.core import RESTORE_MEMO
 from tests.unit.agent.harness import (
     TOKEN,
-    Agent,
     Processes,
-    StandIn,
     agent_command,
+    can_mount,
     free_port,
+    hook_agent,
+    mounted,
+    new_server_pid,
+    restored_into,
+    small_volume,
     start_agent,
     start_standin,
+    wait_for_status,
     wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def wait_for_status(client: AgentClient, check: Any, timeout: float = 15.0) -> AgentStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await client.status()
-        if check(status):
-            return status
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"status never matched: {status}")
-        await asyncio.sleep(0.05)
-
-
-async def restored_into(client: AgentClient, pid: int) -> AgentStatus:
-    return await wait_for_status(
-        client,
-        lambda status: (
-            status.last_restore is not None
-            and status.last_restore.server_pid == pid
-            and status.last_restore.result in ("restored", "failed")
-        ),
-    )
-
-
-def hook_agent(processes: Processes, standin: StandIn, tmp_path: Path, **options: Any) -> Agent:
-    return start_agent(
-        processes,
-        tmp_path / "ckpt",
-        server_pattern=standin.pattern,
-        hook=f"{standin.url}/sessions",
-        **options,
-    )
-
-
-def new_server_pid(standin: StandIn, old: int, restarts: int) -> int:
-    wait_until(lambda: standin.restarts() == restarts and standin.pid() not in (None, old))
-    standin.wait_ready()
-    pid = standin.pid()
-    assert pid is not None
-    return pid
 
 
 async def test_sessions_survive_an_in_place_restart(processes: Processes, tmp_path: Path) -> None:
@@ -373,26 +337,10 @@ async def test_keeps_the_last_k_checkpoints(processes: Processes, tmp_path: Path
     assert status.last_checkpoint.id == ids[3]
 
 
-def _can_mount() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=16k tmpfs /mnt"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
-def mounted(script: str) -> tuple[str, ...]:
-    """Run the agent in a private mount namespace after ``script`` prepared its mounts."""
-    return ("unshare", "-m", "sh", "-c", f'{script} && exec "$@"', "sh")
-
-
 async def test_read_only_checkpoint_dir(processes: Processes, tmp_path: Path) -> None:
     checkpoint_dir = tmp_path / "ckpt"
     checkpoint_dir.mkdir()
-    if _can_mount():
+    if can_mount():
         wrapper = mounted(
             f"mount --bind {checkpoint_dir} {checkpoint_dir} && "
             f"mount -o remount,bind,ro {checkpoint_dir}"
@@ -427,18 +375,12 @@ async def test_read_only_checkpoint_dir(processes: Processes, tmp_path: Path) ->
 async def test_full_volume_keeps_the_previous_checkpoint(
     processes: Processes, tmp_path: Path
 ) -> None:
-    if not _can_mount():
+    if not can_mount():
         pytest.skip("needs root with unshare to mount a small tmpfs")
     checkpoint_dir = tmp_path / "ckpt"
     checkpoint_dir.mkdir()
     standin = start_standin(processes, supervised=False)
-    agent = start_agent(
-        processes,
-        checkpoint_dir,
-        server_pattern=standin.pattern,
-        hook=f"{standin.url}/sessions",
-        wrapper=mounted(f"mount -t tmpfs -o size=256k tmpfs {checkpoint_dir}"),
-    )
+    agent = hook_agent(processes, standin, tmp_path, wrapper=small_volume(checkpoint_dir))
     client = agent.client()
     small = standin.fill(3)
     previous = await client.checkpoint()

@@ -288,6 +288,8 @@ class FakeAgent:
     fail_checkpoint: str | None = None
     fail_restart: str | None = None
     restarts_container: bool = True
+    # The restart happens, then the answer is lost (a timeout or reset after the kill).
+    lose_restart_answer: bool = False
     checkpoints: int = 0
     restarts: int = 0
 
@@ -303,6 +305,8 @@ class FakeAgent:
         self.restarts += 1
         if self.restarts_container:
             self.kube.restart_container(self.pod_name)
+        if self.lose_restart_answer:
+            raise AgentDownError("POST /v1/restart: connection reset after the restart")
 
 
 @dataclass

@@ -4,7 +4,13 @@ from dataclasses import replace
 
 import pytest
 
-from infercycle.api.resources import CheckpointRecord, RecycleResult, RecycleStep, RestartStrategy
+from infercycle.api.resources import (
+    CheckpointRecord,
+    RecycleOperation,
+    RecycleResult,
+    RecycleStep,
+    RestartStrategy,
+)
 from infercycle.api.values import RecycleTimings
 from infercycle.recycle.fleet import PodState
 from infercycle.recycle.machine import (
@@ -161,11 +167,17 @@ def test_verify_waits_while_metrics_are_missing() -> None:
     assert move.record is None
 
 
-def test_a_failed_in_place_restart_falls_back_to_an_eviction_when_the_policy_allows() -> None:
+def restarting_in_place() -> RecycleOperation:
+    """An InPlace operation that has asked the agent to restart the server."""
     op = after_checkpoint(
         start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0), T0, None, "down"
     ).operation
     assert op is not None
+    return op
+
+
+def test_a_failed_in_place_restart_falls_back_to_an_eviction_when_the_policy_allows() -> None:
+    op = restarting_in_place()
     failed = ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error="agent timed out")
     move = next_move(op, Observation(DRAINED, outcome=failed), TIMINGS, T0 + 2)
     assert move.action is Action.EVICT
@@ -175,11 +187,19 @@ def test_a_failed_in_place_restart_falls_back_to_an_eviction_when_the_policy_all
     assert move.event.reason == "RecycleEscalated"
 
 
+def test_a_restart_whose_answer_was_lost_is_not_escalated_when_the_pod_shows_it() -> None:
+    op = restarting_in_place()
+    lost = ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error="connection reset")
+    restarted = replace(DRAINED, restart_count=1)
+    move = next_move(op, Observation(restarted, outcome=lost), TIMINGS, T0 + 2)
+    assert move.action is Action.NONE
+    assert move.operation is not None
+    assert move.operation.step == RecycleStep.WAITING_READY
+    assert not move.operation.escalated
+
+
 def test_a_failed_in_place_restart_without_fallback_returns_the_pod_and_records_failure() -> None:
-    op = after_checkpoint(
-        start_operation(POD, ("r",), RestartStrategy.IN_PLACE, T0), T0, None, "down"
-    ).operation
-    assert op is not None
+    op = restarting_in_place()
     failed = ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error="agent timed out")
     strict = replace(TIMINGS, fallback_to_recreate=False)
     move = next_move(op, Observation(DRAINED, outcome=failed), strict, T0 + 2)
