@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import os
 import socket
 import subprocess
 import threading
@@ -200,9 +200,16 @@ def _job(
 
 @pytest.fixture(scope="module")
 def prometheus(exporter: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("prometheus")
+    # The harness's pinned Prometheus 3 (built from its Go module by `hack/cluster build`),
+    # never an older one that happens to be on PATH.
+    from localcluster.build import prometheus_binary  # noqa: PLC0415
+
+    pinned = prometheus_binary("prometheus")
+    binary = str(pinned) if pinned.exists() else None
     if binary is None:
-        pytest.skip("prometheus is not installed (hack/cluster build installs it)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Prometheus at {pinned}: run `hack/cluster build` first")
+        pytest.skip(f"no Prometheus at {pinned} (`hack/cluster build` builds it)")
     state = tmp_path_factory.mktemp("prometheus")
     jobs = [_job(s.value, exporter) for s in SERVERS]
     jobs += [_job(name, exporter) for name in ("ksm", "dcgm-pod", "dcgm-podname")]
