@@ -103,6 +103,7 @@ from infercycle.health.model import (
 from infercycle.health.robust import (
     GROWTH_BUCKETS,
     SLOPE_QUANTILE,
+    SPREAD_QUANTILE,
     AnyFloatArray,
     BoolArray,
     FloatArray,
@@ -110,6 +111,7 @@ from infercycle.health.robust import (
     Trend,
     lower_envelope,
     nanmedian_last,
+    nanquantile_last,
     reach_above,
     theil_sen,
 )
@@ -1165,16 +1167,19 @@ class HealthEngine:
         limited = np.isfinite(limits)
         if not enough.any() and not limited.any():
             return trend, enough, coverage
-        trough = self._trough(rule, cycle, at, limited)
+        trough, troughs_known, new_highs = self._trough(rule, cycle, at, limited)
         whole = np.where(enough, trend.supported, -np.inf)
-        troughs = np.where(enough, trough.supported, -np.inf)
+        troughs = np.where(enough & troughs_known, trough.supported, -np.inf)
         if not limited.any():
             pick = troughs > whole
             return _pick_trend(trend, trough, pick), enough, coverage
         recent, recent_enough, _ = self._trend(
             rule, cycle, at, span=rule.window_s * RECENT_SHARE, quantile=0.5
         )
-        recent_enough &= limited
+        # The newest half is a new regime only if it has taken the process above the highest
+        # level of the older half: a rising stretch of a slow healthy cycle climbs back to where
+        # the older half already was before it fell, a leak climbs past it.
+        recent_enough &= limited & new_highs
         use_trough = troughs > whole
         best = np.fmax(whole, troughs)
         steeper = recent_enough & ~(best >= recent.supported)
@@ -1206,17 +1211,30 @@ class HealthEngine:
         reach[rows] = reach_above(raw, window.times, fit.level[rows], fit.slope[rows], end)
         return reach
 
-    def _trough(self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray) -> Trend:
-        """The fit of the window's lower envelope. The envelope is smooth, so where a limit
-        is known (the time left decides) the plain median of pairwise slopes counts; where
-        the slope alone decides, the lower quartile, as for the raw samples."""
+    def _trough(
+        self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray
+    ) -> tuple[Trend, BoolArray, BoolArray]:
+        """The fit of the window's lower envelope, whether the envelope follows troughs (the
+        window holds several whole periods of whatever cycle the samples have), and whether the
+        newest half of the window reaches above the highest sample of the older half (its 95th
+        percentile against the older maximum; true when the older half holds no sample).
+
+        The envelope is smooth, so where a limit is known (the time left decides) the plain
+        median of pairwise slopes counts; where the slope alone decides, the lower quartile,
+        as for the raw samples."""
         end = cycle.now if at is None else at
         window = self._window(cycle, rule.window_s, at)
         values, usable = self._samples(rule, cycle, window)
         raw = np.where(usable, values, np.nan)
-        envelope, centers = lower_envelope(raw, window.times, end - rule.window_s, end)
+        envelope, centers, troughs = lower_envelope(raw, window.times, end - rule.window_s, end)
         quantile = np.where(limited, 0.5, SLOPE_QUANTILE)
-        return theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
+        trend = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
+        older = window.times < end - rule.window_s * RECENT_SHARE
+        earlier = raw[:, older]
+        earlier_max = np.where(np.isnan(earlier), -np.inf, earlier).max(axis=1, initial=-np.inf)
+        newest_high = nanquantile_last(raw[:, ~older], SPREAD_QUANTILE)
+        new_highs: BoolArray = ~(newest_high <= earlier_max)
+        return trend, troughs, new_highs
 
     def _limits(self, rule: Rule, rows: int) -> FloatArray:
         """Each row's limit for a time-to-limit rule (NaN: none known)."""

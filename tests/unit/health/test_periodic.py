@@ -1,0 +1,117 @@
+"""Healthy memory cycles of every period against the growth rules, and a leak beneath one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infercycle.api.values import RuleKind
+from infercycle.health import HealthEngine
+
+from .helpers import GIB, MIB, key, make_policy, make_rule
+
+WINDOW_S = 3600.0
+THRESHOLD = 256 * MIB  # per hour
+STEP_S = 30.0
+BASE = 12 * GIB
+# The rise of one cycle. A cycle no slower than the window puts a fall in every window, and
+# rises fast: 2.5 thresholds' worth of an hour, so each tooth of a window climbs at 2.5x the
+# threshold and one of a twentieth at 50x. A slower cycle has windows that hold nothing but one
+# rising stretch, which no fit over the window can tell from a leak: there the amplitude keeps
+# that stretch at 0.9x the threshold.
+FAST_AMPLITUDE = 2.5 * THRESHOLD
+
+
+def amplitude(period_s: float, rising_s: float) -> float:
+    if period_s <= WINDOW_S:
+        return FAST_AMPLITUDE
+    return 0.9 * THRESHOLD * rising_s / 3600.0
+
+
+LIMIT = BASE + FAST_AMPLITUDE + 3 * GIB  # the peaks stay 3 GiB under the limit
+PHASES = (0.0, 0.25, 0.5, 0.75)
+PERIODS = (1 / 20, 1 / 8, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 1.0, 1.2, 1.5, 2.0)
+
+
+def leak_policy() -> object:
+    return make_policy(
+        make_rule(
+            RuleKind.GROWTH,
+            signal="memory",
+            threshold=THRESHOLD,
+            clear=64 * MIB,
+            name="leak",
+            window_s=WINDOW_S,
+            sustain_s=900.0,
+            sufficient=True,
+            limit_signal="memory_limit",
+            time_to_limit_s=7200.0,
+        ),
+        warmup_s=600.0,
+    )
+
+
+def sawtooth(t: float, period_s: float, phase: float) -> float:
+    return amplitude(period_s, period_s) * ((t / period_s + phase) % 1.0)
+
+
+def hump(t: float, period_s: float, phase: float) -> float:
+    """A smooth cycle: a cache that fills and drains again."""
+    return (
+        0.5 * amplitude(period_s, period_s / 2) * (1 - np.cos(2 * np.pi * (t / period_s + phase)))
+    )
+
+
+@pytest.mark.parametrize("shape", [sawtooth, hump])
+@pytest.mark.parametrize("period", PERIODS)
+def test_a_stationary_memory_cycle_of_any_period_is_never_a_leak(
+    shape: object, period: float
+) -> None:
+    """Every phase, with and without a known limit, for 6 hours: no window of the cycle, from
+    twenty teeth to half a tooth, reads as growth."""
+    period_s = period * WINDOW_S
+    engine = HealthEngine(leak_policy())  # type: ignore[arg-type]
+    rng = np.random.default_rng(int(period * 1000))
+    pods = [
+        (key(f"pod-{phase}-{limited}"), phase, limited)
+        for phase in PHASES
+        for limited in (True, False)
+    ]
+    for step in range(1, int(6 * 3600 / STEP_S)):
+        t = step * STEP_S
+        for pod, phase, limited in pods:
+            cycle = shape(t, period_s, phase)  # type: ignore[operator]
+            memory = BASE + cycle + 24 * MIB * rng.standard_normal()
+            signals = {"memory": memory, "memory_limit": LIMIT if limited else None}
+            engine.observe(t, pod, 0.0, signals)
+        verdicts = engine.evaluate(t)
+        degraded = [pod.name for pod, _, _ in pods if verdicts[pod].degraded]
+        assert not degraded, f"{degraded} condemned at {t:.0f} s"
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_a_leak_under_a_fast_sawtooth_still_breaches(limited: bool) -> None:
+    """Teeth of 1.5 GiB every 5 minutes over a 1 GiB/h leak: the troughs rise, and the leak
+    is called within two windows of its onset, or, against a limit it reaches 5 hours after
+    the onset, with most of ``timeToLimit`` still left."""
+    engine = HealthEngine(leak_policy())  # type: ignore[arg-type]
+    rng = np.random.default_rng(11)
+    onset = 2 * 3600.0
+    pod = key("leaking")
+    called = None
+    t = 0.0
+    reached = onset + 5 * 3600
+    while t < reached and called is None:
+        t += STEP_S
+        tooth = 1.5 * GIB * ((t / 300.0) % 1.0)
+        memory = BASE + tooth + GIB * max(t - onset, 0.0) / 3600 + 24 * MIB * rng.standard_normal()
+        limit = BASE + 1.5 * GIB + 5 * GIB if limited else None
+        engine.observe(t, pod, 0.0, {"memory": memory, "memory_limit": limit})
+        if engine.evaluate(t)[pod].degraded:
+            called = t
+    assert called is not None
+    assert called > onset
+    if limited:
+        assert reached - called >= 0.8 * 7200
+    else:
+        assert called < onset + 2 * 3600
