@@ -115,3 +115,43 @@ def test_a_leak_under_a_fast_sawtooth_still_breaches(limited: bool) -> None:
         assert reached - called >= 0.8 * 7200
     else:
         assert called < onset + 2 * 3600
+
+
+@pytest.mark.parametrize("period_s", [12.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> None:
+    """A one-minute window and a 2 s cycle, as the end-to-end fleet runs: teeth of 2 GiB
+    from a fifth of the window to a whole one climb at 2-10x the 50 GiB/h threshold."""
+    policy = make_policy(
+        make_rule(
+            RuleKind.GROWTH,
+            signal="memory",
+            threshold=50 * GIB,
+            clear=10 * GIB,
+            name="leak",
+            window_s=60.0,
+            sustain_s=10.0,
+            sufficient=True,
+            limit_signal="memory_limit",
+            time_to_limit_s=60.0,
+        ),
+        warmup_s=10.0,
+        stale_after_s=20.0,
+    )
+    engine = HealthEngine(policy)
+    rng = np.random.default_rng(int(period_s))
+    pods = [
+        (key(f"pod-{phase}-{limited}"), phase, limited)
+        for phase in PHASES
+        for limited in (True, False)
+    ]
+    for step in range(1, 300):
+        t = step * 2.0
+        for pod, phase, limited in pods:
+            memory = (
+                BASE + 2 * GIB * ((t / period_s + phase) % 1.0) + 24 * MIB * rng.standard_normal()
+            )
+            limit = BASE + 7 * GIB if limited else None
+            engine.observe(t, pod, 0.0, {"memory": memory, "memory_limit": limit})
+        verdicts = engine.evaluate(t)
+        degraded = [pod.name for pod, _, _ in pods if verdicts[pod].degraded]
+        assert not degraded, f"{degraded} condemned at {t:.0f} s"
