@@ -142,6 +142,11 @@ URGENT_SHARE = 0.25
 whichever comes first."""
 RECENT_SHARE = 0.5
 """Share of a growth window (its newest part) the current-regime fit covers."""
+PEAK_SLOTS = 32
+"""Highs of the older half of a growth window remembered per pod, one per refresh of the fit
+(a dozen per window): together they reach a window further back than the window itself."""
+LOOKBACK_WINDOWS = 2.0
+"""How far back (in windows) a growth rule looks for a level the process already held."""
 EVENT_SLOTS = 16
 """Restarts and OOM kills remembered per pod (the newest ones)."""
 OOM_NEAR_LIMIT = 0.9
@@ -193,6 +198,11 @@ class _RuleMemory:
     baseline_rate: FloatArray = field(init=False)
     baseline_start: FloatArray = field(init=False)
     baseline_after: FloatArray = field(init=False)
+    peaks: FloatArray = field(init=False)
+    """Highs of the older half of past windows (rows x PEAK_SLOTS), NaN where none."""
+    peak_times: FloatArray = field(init=False)
+    """When each of those highs was sampled."""
+    peaks_recorded: float = -math.inf
     fit: _Fit | None = None
 
     def __post_init__(self) -> None:
@@ -202,12 +212,39 @@ class _RuleMemory:
         self.baseline_rate = np.full(self.rows, np.nan)
         self.baseline_start = np.full(self.rows, np.nan)
         self.baseline_after = np.full(self.rows, np.nan)
+        self.peaks = np.full((self.rows, PEAK_SLOTS), np.nan)
+        self.peak_times = np.full((self.rows, PEAK_SLOTS), np.nan)
 
     def grow(self, rows: int) -> None:
         self.breached = _grow(self.breached, rows, fill=False)
         for name in ("since", "baseline", "baseline_rate", "baseline_start", "baseline_after"):
             setattr(self, name, _grow(getattr(self, name), rows, np.nan))
+        for name in ("peaks", "peak_times"):
+            grown = np.full((rows, PEAK_SLOTS), np.nan)
+            grown[: len(getattr(self, name))] = getattr(self, name)
+            setattr(self, name, grown)
         self.rows = rows
+
+    def remember_peaks(self, at: float, highs: FloatArray, times: FloatArray) -> None:
+        """Keep the older half's highs of the window ending at ``at`` (at most two dozen per
+        window, the oldest forgotten first)."""
+        if at - self.peaks_recorded < self.rule.window_s / (PEAK_SLOTS * 0.75):
+            return
+        self.peaks_recorded = at
+        rows = len(highs)
+        self.peaks[:rows] = np.roll(self.peaks[:rows], 1, axis=1)
+        self.peak_times[:rows] = np.roll(self.peak_times[:rows], 1, axis=1)
+        self.peaks[:rows, 0] = highs
+        self.peak_times[:rows, 0] = times
+        self.peaks[rows:, 0] = np.nan
+        self.peak_times[rows:, 0] = np.nan
+
+    def earlier_high(self, rows: int, since: FloatArray) -> FloatArray:
+        """The highest remembered high of each row sampled at or after ``since``, -inf if
+        none."""
+        kept = self.peak_times[:rows] >= since[:, None]
+        highest: FloatArray = np.where(kept, self.peaks[:rows], -np.inf).max(axis=1)
+        return highest
 
     def reset(self, row: int) -> None:
         self.breached[row] = False
@@ -216,6 +253,8 @@ class _RuleMemory:
         self.baseline_rate[row] = np.nan
         self.baseline_start[row] = np.nan
         self.baseline_after[row] = np.nan
+        self.peaks[row] = np.nan
+        self.peak_times[row] = np.nan
 
     def adopt(self, previous: _RuleMemory) -> None:
         """Keep what stays true under the changed rule: a baseline is still the baseline."""
@@ -290,6 +329,24 @@ class _Fit:
     coverage: FloatArray
     limits: FloatArray
     """Each row's limit; NaN where none is known."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ground:
+    """Whether a growth window's newest half reaches new ground, per row."""
+
+    newest_high: FloatArray
+    """The 95th percentile of the samples in the newest half of the window (NaN: none)."""
+    older_high: FloatArray
+    """The highest sample in the older half (-inf: none) ..."""
+    older_time: FloatArray
+    """... and when it was sampled (NaN: none)."""
+
+    def reached(self, earlier: FloatArray | None = None) -> BoolArray:
+        """Whether the newest half reaches above the older half and above ``earlier``."""
+        highest = self.older_high if earlier is None else np.fmax(self.older_high, earlier)
+        reached: BoolArray = ~(self.newest_high <= highest)
+        return reached
 
 
 @dataclass
@@ -1151,8 +1208,9 @@ class HealthEngine:
 
     def _regime(
         self, rule: Rule, cycle: _Cycle, limits: FloatArray, at: float | None = None
-    ) -> tuple[Trend, BoolArray, FloatArray]:
-        """The fit a growth judgement uses: the current regime of the process.
+    ) -> tuple[Trend, BoolArray, FloatArray, _Ground]:
+        """The fit a growth judgement uses: the current regime of the process; and how high
+        the newest half of the window reaches against the older half.
 
         Three candidates, the steepest counts. The whole window (the supported slope). Its
         lower envelope: a collector's sawtooth scatters the samples by its full height, but its
@@ -1165,21 +1223,18 @@ class HealthEngine:
         """
         trend, enough, coverage = self._trend(rule, cycle, at)
         limited = np.isfinite(limits)
+        trough, troughs_known, ground = self._trough(rule, cycle, at, limited)
         if not enough.any() and not limited.any():
-            return trend, enough, coverage
-        trough, troughs_known, new_highs = self._trough(rule, cycle, at, limited)
+            return trend, enough, coverage, ground
         whole = np.where(enough, trend.supported, -np.inf)
         troughs = np.where(enough & troughs_known, trough.supported, -np.inf)
         if not limited.any():
             pick = troughs > whole
-            return _pick_trend(trend, trough, pick), enough, coverage
+            return _pick_trend(trend, trough, pick), enough, coverage, ground
         recent, recent_enough, _ = self._trend(
             rule, cycle, at, span=rule.window_s * RECENT_SHARE, quantile=0.5
         )
-        # The newest half is a new regime only if it has taken the process above the highest
-        # level of the older half: a rising stretch of a slow healthy cycle climbs back to where
-        # the older half already was before it fell, a leak climbs past it.
-        recent_enough &= limited & new_highs
+        recent_enough &= limited
         use_trough = troughs > whole
         best = np.fmax(whole, troughs)
         steeper = recent_enough & ~(best >= recent.supported)
@@ -1193,7 +1248,7 @@ class HealthEngine:
             self._reach(rule, cycle, at, chosen, limited),
         )
         coverage = np.where(recent_enough & ~enough, 1.0, coverage)
-        return chosen, enough | recent_enough, coverage
+        return chosen, enough | recent_enough, coverage, ground
 
     def _reach(
         self, rule: Rule, cycle: _Cycle, at: float | None, fit: Trend, limited: BoolArray
@@ -1213,11 +1268,10 @@ class HealthEngine:
 
     def _trough(
         self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray
-    ) -> tuple[Trend, BoolArray, BoolArray]:
+    ) -> tuple[Trend, BoolArray, _Ground]:
         """The fit of the window's lower envelope, whether the envelope follows troughs (the
-        window holds several whole periods of whatever cycle the samples have), and whether the
-        newest half of the window reaches above the highest sample of the older half (its 95th
-        percentile against the older maximum; true when the older half holds no sample).
+        window holds several whole periods of whatever cycle the samples have), and the highs
+        of the window's two halves.
 
         The envelope is smooth, so where a limit is known (the time left decides) the plain
         median of pairwise slopes counts; where the slope alone decides, the lower quartile,
@@ -1230,11 +1284,16 @@ class HealthEngine:
         quantile = np.where(limited, 0.5, SLOPE_QUANTILE)
         trend = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
         older = window.times < end - rule.window_s * RECENT_SHARE
-        earlier = raw[:, older]
-        earlier_max = np.where(np.isnan(earlier), -np.inf, earlier).max(axis=1, initial=-np.inf)
+        earlier = np.where(np.isnan(raw[:, older]), -np.inf, raw[:, older])
+        if earlier.shape[1]:
+            highest = earlier.argmax(axis=1)
+            older_high = earlier[np.arange(len(earlier)), highest]
+            older_time = np.where(np.isfinite(older_high), window.times[older][highest], np.nan)
+        else:
+            older_high = np.full(len(raw), -np.inf)
+            older_time = np.full(len(raw), np.nan)
         newest_high = nanquantile_last(raw[:, ~older], SPREAD_QUANTILE)
-        new_highs: BoolArray = ~(newest_high <= earlier_max)
-        return trend, troughs, new_highs
+        return trend, troughs, _Ground(newest_high, older_high, older_time)
 
     def _limits(self, rule: Rule, rows: int) -> FloatArray:
         """Each row's limit for a time-to-limit rule (NaN: none known)."""
@@ -1339,10 +1398,19 @@ class HealthEngine:
         ):
             return fit
         limits = self._limits(rule, rows)
-        trend, enough, coverage = self._regime(rule, cycle, limits)
+        trend, enough, coverage, ground = self._regime(rule, cycle, limits)
         slope, condition, by_limit, needed, left = self._growth_condition(
             rule, trend, enough, limits
         )
+        # Growth is counted only while the process reaches new ground: above every level it
+        # held (and came down from) over the older half of the window and the window before.
+        # A cycle of any period up to that lookback, however steep its rising stretch, climbs
+        # back only to where it already was; a leak climbs past it.
+        memory.remember_peaks(now, ground.older_high, ground.older_time)
+        since = np.fmax(now - LOOKBACK_WINDOWS * rule.window_s, cycle.warm_end[:rows])
+        new_ground = ground.reached(memory.earlier_high(rows, since))
+        condition &= new_ground
+        by_limit &= new_ground
         if rule.sustain_s > 0 and backfilled:
             self._restore_since(rule, cycle, memory, condition, limits)
         typical = trend.slope * 3600.0
@@ -1381,8 +1449,9 @@ class HealthEngine:
         holds_since = np.full(len(subset), np.nan)
         unbroken = np.ones(len(subset), dtype=bool)
         for at in instants[::-1]:
-            trend, enough, _ = self._regime(rule, few, limits[subset], float(at))
+            trend, enough, _, ground = self._regime(rule, few, limits[subset], float(at))
             _, condition, _, _, _ = self._growth_condition(rule, trend, enough, limits[subset])
+            condition &= ground.reached()
             condition &= float(at) >= few.warm_end
             unbroken &= condition
             if not unbroken.any():
