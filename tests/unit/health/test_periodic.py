@@ -183,9 +183,8 @@ def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> No
     for step in range(1, 300):
         t = step * 2.0
         for pod, phase, limited in pods:
-            memory = (
-                BASE + 2 * GIB * ((t / period_s + phase) % 1.0) + 24 * MIB * rng.standard_normal()
-            )
+            turn = (t - 20.0 - 40.0 * phase) / period_s  # the first fall 20-50 s in
+            memory = BASE + 2 * GIB * (turn % 1.0) + 24 * MIB * rng.standard_normal()
             limit = BASE + 7 * GIB if limited else None
             engine.observe(t, pod, 0.0, {"memory": memory, "memory_limit": limit})
         verdicts = engine.evaluate(t)
