@@ -13,28 +13,36 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     ``observed`` is the least extreme sample (the level held throughout).
 ``growth``
     Theil-Sen over the medians of 12 buckets of the window, per hour. The slope that counts is
-    the one the data supports throughout: the lower quartile of the pairwise bucket slopes,
-    over the whole window and over each half alone, whichever is smallest. A steady leak shows
-    in all three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a
-    GC sawtooth leave a quarter of the pairs flat or falling. The same is fitted to the
-    window's lower envelope (the running minimum over a quarter of it): a collector's sawtooth
-    scatters the samples by its full height but leaves its troughs flat, and a leak under it
-    lifts them; the steeper of the two counts. With ``limit`` and ``timeToLimit``, a pod whose
-    limit is known (a fixed level, or the newest sample of a limit signal such as the
-    container's memory limit) is judged by time to limit instead: it breaches when the fitted
-    line, rising, with the reach of the samples above it (a sawtooth's peaks), would reach its
-    limit within ``timeToLimit`` plus ``sustain`` (the leak goes on while the breach is
-    sustained), so a slow leak far from its limit is left to run and a restart is spent only
-    when it would otherwise end in an OOM kill; a pod with no known limit is judged by
-    ``threshold``. For time to limit the fit follows the current regime: the newest half of
+    the one the data supports throughout: the lower quartile of the pairwise bucket slopes, over
+    the whole window and over each half alone, whichever is smallest. A steady leak shows in all
+    three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a GC
+    sawtooth leave a quarter of the pairs flat or falling. The same is fitted to the window's
+    lower envelope (the running minimum over a quarter of it): a collector's sawtooth scatters
+    the samples by its full height but leaves its troughs flat, and a leak under it lifts them;
+    the steeper of the two counts. The envelope counts only where every quarter holds a fall of
+    at least half the window's largest one: a cycle slower than that puts part of one rising
+    stretch in a quarter, whose minimum rises with it. Whatever the fit, growth counts only
+    while the process reaches new ground: the 95th percentile of the newest half of the window
+    above the highest sample of the older half and of the window before it (the highs of the
+    older half are kept from each refresh of the fit). A stationary cycle of any period up to
+    that lookback climbs back only to levels it already held and fell from; a leak climbs past
+    them. A pod younger than its first fall has nothing to compare with: a rising stretch longer
+    than the window is then judged as the leak it looks like. With ``limit`` and
+    ``timeToLimit``, a pod whose limit is known (a fixed level, or the newest sample of a limit
+    signal such as the container's memory limit) is judged by time to limit instead: it breaches
+    when the fitted line, rising, with the reach of the samples above it (a sawtooth's peaks),
+    would reach its limit within ``timeToLimit`` plus ``sustain`` (the leak goes on while the
+    breach is sustained), so a slow leak far from its limit is left to run and a restart is
+    spent only when it would otherwise end in an OOM kill; a pod with no known limit is judged
+    by ``threshold``. For time to limit the fit follows the current regime: the newest half of
     the window is fitted as well (median pairwise slopes, checked over it and each of its
     quarters), so samples from before a leak began do not dilute it and a young life of the
     process is judged too; the envelope takes the median there. The condition must hold for
-    ``sustain`` (the breach start is kept, and restored from the history after a backfill);
-    a time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that
-    would reach its limit sooner than that is called after a quarter of its time left. The fit
-    is refreshed each time the window has moved on by one bucket (5 minutes for a 1 h window);
-    in between it barely moves.
+    ``sustain`` (the breach start is kept, and restored from the history after a backfill); a
+    time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that would
+    reach its limit sooner than that is called after a quarter of its time left. The fit is
+    refreshed each time the window has moved on by one bucket (5 minutes for a 1 h window); in
+    between it barely moves.
 ``baseline``
     Ratio of every sample in the window to the pod's own reference: the median over
     ``baselineWindow`` starting at the pod's first usable sample after warm-up, taken once and
