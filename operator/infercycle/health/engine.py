@@ -23,23 +23,23 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     at least half the window's largest one: a cycle slower than that puts part of one rising
     stretch in a quarter, whose minimum rises with it. Whatever the fit, growth counts only
     while the process reaches new ground: the 95th percentile of the newest half of the window
-    above the highest sample of the older half and of the window before it (the highs of the
-    older half are kept from each refresh of the fit). A stationary cycle of any period up to
-    that lookback climbs back only to levels it already held and fell from; a leak climbs past
-    them. A pod younger than its first fall has nothing to compare with: a rising stretch longer
-    than the window is then judged as the leak it looks like. With ``limit`` and
-    ``timeToLimit``, a pod whose limit is known (a fixed level, or the newest sample of a limit
-    signal such as the container's memory limit) is judged by time to limit instead: it breaches
-    when the fitted line, rising, with the reach of the samples above it (a sawtooth's peaks),
-    would reach its limit within ``timeToLimit`` plus ``sustain`` (the leak goes on while the
-    breach is sustained), so a slow leak far from its limit is left to run and a restart is
-    spent only when it would otherwise end in an OOM kill; a pod with no known limit is judged
-    by ``threshold``. For time to limit the fit follows the current regime: the newest half of
-    the window is fitted as well (median pairwise slopes, checked over it and each of its
-    quarters), so samples from before a leak began do not dilute it and a young life of the
-    process is judged too; the envelope takes the median there. The condition must hold for
-    ``sustain`` (the breach start is kept, and restored from the history after a backfill); a
-    time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that would
+    above the highest sample of the older half and of the window before it (a lone spike aside;
+    the highs of the older half are kept from each refresh of the fit). A stationary cycle of
+    any period up to that lookback climbs back only to levels it already held and fell from; a
+    leak climbs past them. A pod younger than its first fall has nothing to compare with: a
+    rising stretch longer than the window is then judged as the leak it looks like. With
+    ``limit`` and ``timeToLimit``, a pod whose limit is known (a fixed level, or the newest
+    sample of a limit signal such as the container's memory limit) is judged by time to limit
+    instead: it breaches when the fitted line, rising, with the reach of the samples above it (a
+    sawtooth's peaks), would reach its limit within ``timeToLimit`` plus ``sustain`` (the leak
+    goes on while the breach is sustained), so a slow leak far from its limit is left to run and
+    a restart is spent only when it would otherwise end in an OOM kill; a pod with no known
+    limit is judged by ``threshold``. For time to limit the fit follows the current regime: the
+    newest half of the window is fitted as well (median pairwise slopes, checked over it and
+    each of its quarters), so samples from before a leak began do not dilute it and a young life
+    of the process is judged too; the envelope takes the median there. The condition must hold
+    for ``sustain`` (the breach start is kept, and restored from the history after a backfill);
+    a time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that would
     reach its limit sooner than that is called after a quarter of its time left. The fit is
     refreshed each time the window has moved on by one bucket (5 minutes for a 1 h window); in
     between it barely moves.
@@ -346,7 +346,7 @@ class _Ground:
     newest_high: FloatArray
     """The 95th percentile of the samples in the newest half of the window (NaN: none)."""
     older_high: FloatArray
-    """The highest sample in the older half (-inf: none) ..."""
+    """The second highest sample in the older half (-inf: none) ..."""
     older_time: FloatArray
     """... and when it was sampled (NaN: none)."""
 
@@ -1293,8 +1293,9 @@ class HealthEngine:
         trend = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
         older = window.times < end - rule.window_s * RECENT_SHARE
         earlier = np.where(np.isnan(raw[:, older]), -np.inf, raw[:, older])
-        if earlier.shape[1]:
-            highest = earlier.argmax(axis=1)
+        if earlier.shape[1] >= 2:
+            # The second highest sample: a lone spike does not hide the growth after it.
+            highest = np.argpartition(earlier, -2, axis=1)[:, -2]
             older_high = earlier[np.arange(len(earlier)), highest]
             older_time = np.where(np.isfinite(older_high), window.times[older][highest], np.nan)
         else:

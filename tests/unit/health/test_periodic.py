@@ -190,3 +190,23 @@ def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> No
         verdicts = engine.evaluate(t)
         degraded = [pod.name for pod, _, _ in pods if verdicts[pod].degraded]
         assert not degraded, f"{degraded} condemned at {t:.0f} s"
+
+
+def test_a_lone_spike_before_a_leak_does_not_hide_it() -> None:
+    """A scrape that read 4 GiB too high just after the onset is no level the process held."""
+    engine = HealthEngine(leak_policy())  # type: ignore[arg-type]
+    rng = np.random.default_rng(12)
+    onset = 2 * 3600.0
+    pod = key("leaking")
+    called = None
+    t = 0.0
+    while t < onset + 4 * 3600 and called is None:
+        t += STEP_S
+        memory = BASE + GIB * max(t - onset, 0.0) / 3600 + 24 * MIB * rng.standard_normal()
+        if t == onset + 600:
+            memory += 4 * GIB
+        engine.observe(t, pod, 0.0, {"memory": memory, "memory_limit": None})
+        if engine.evaluate(t)[pod].degraded:
+            called = t
+    assert called is not None
+    assert onset + 600 < called < onset + 2 * 3600
