@@ -13,28 +13,36 @@ Every rule is evaluated for all pods at once with numpy, on the shared cycle col
     ``observed`` is the least extreme sample (the level held throughout).
 ``growth``
     Theil-Sen over the medians of 12 buckets of the window, per hour. The slope that counts is
-    the one the data supports throughout: the lower quartile of the pairwise bucket slopes,
-    over the whole window and over each half alone, whichever is smallest. A steady leak shows
-    in all three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a
-    GC sawtooth leave a quarter of the pairs flat or falling. The same is fitted to the
-    window's lower envelope (the running minimum over a quarter of it): a collector's sawtooth
-    scatters the samples by its full height but leaves its troughs flat, and a leak under it
-    lifts them; the steeper of the two counts. With ``limit`` and ``timeToLimit``, a pod whose
-    limit is known (a fixed level, or the newest sample of a limit signal such as the
-    container's memory limit) is judged by time to limit instead: it breaches when the fitted
-    line, rising, with the reach of the samples above it (a sawtooth's peaks), would reach its
-    limit within ``timeToLimit`` plus ``sustain`` (the leak goes on while the breach is
-    sustained), so a slow leak far from its limit is left to run and a restart is spent only
-    when it would otherwise end in an OOM kill; a pod with no known limit is judged by
-    ``threshold``. For time to limit the fit follows the current regime: the newest half of
-    the window is fitted as well (median pairwise slopes, checked over it and each of its
-    quarters), so samples from before a leak began do not dilute it and a young life of the
-    process is judged too; the envelope takes the median there. The condition must hold for
-    ``sustain`` (the breach start is kept, and restored from the history after a backfill);
-    a time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that
-    would reach its limit sooner than that is called after a quarter of its time left. The fit
-    is refreshed each time the window has moved on by one bucket (5 minutes for a 1 h window);
-    in between it barely moves.
+    the one the data supports throughout: the lower quartile of the pairwise bucket slopes, over
+    the whole window and over each half alone, whichever is smallest. A steady leak shows in all
+    three; spikes vanish in the bucket medians; a one-off step, a self-healing bump or a GC
+    sawtooth leave a quarter of the pairs flat or falling. The same is fitted to the window's
+    lower envelope (the running minimum over a quarter of it): a collector's sawtooth scatters
+    the samples by its full height but leaves its troughs flat, and a leak under it lifts them;
+    the steeper of the two counts. The envelope counts only where every quarter holds a fall of
+    at least half the window's largest one: a cycle slower than that puts part of one rising
+    stretch in a quarter, whose minimum rises with it. Whatever the fit, growth counts only
+    while the process reaches new ground: the 95th percentile of the newest half of the window
+    above the highest sample of the older half and of the window before it (a lone spike aside;
+    the highs of the older half are kept from each refresh of the fit). A stationary cycle of
+    any period up to that lookback climbs back only to levels it already held and fell from; a
+    leak climbs past them. A pod younger than its first fall has nothing to compare with: a
+    rising stretch longer than the window is then judged as the leak it looks like. With
+    ``limit`` and ``timeToLimit``, a pod whose limit is known (a fixed level, or the newest
+    sample of a limit signal such as the container's memory limit) is judged by time to limit
+    instead: it breaches when the fitted line, rising, with the reach of the samples above it (a
+    sawtooth's peaks), would reach its limit within ``timeToLimit`` plus ``sustain`` (the leak
+    goes on while the breach is sustained), so a slow leak far from its limit is left to run and
+    a restart is spent only when it would otherwise end in an OOM kill; a pod with no known
+    limit is judged by ``threshold``. For time to limit the fit follows the current regime: the
+    newest half of the window is fitted as well (median pairwise slopes, checked over it and
+    each of its quarters), so samples from before a leak began do not dilute it and a young life
+    of the process is judged too; the envelope takes the median there. The condition must hold
+    for ``sustain`` (the breach start is kept, and restored from the history after a backfill);
+    a time-to-limit estimate may wobble up to twice its horizon meanwhile, and a leak that would
+    reach its limit sooner than that is called after a quarter of its time left. The fit is
+    refreshed each time the window has moved on by one bucket (5 minutes for a 1 h window); in
+    between it barely moves.
 ``baseline``
     Ratio of every sample in the window to the pod's own reference: the median over
     ``baselineWindow`` starting at the pod's first usable sample after warm-up, taken once and
@@ -103,6 +111,7 @@ from infercycle.health.model import (
 from infercycle.health.robust import (
     GROWTH_BUCKETS,
     SLOPE_QUANTILE,
+    SPREAD_QUANTILE,
     AnyFloatArray,
     BoolArray,
     FloatArray,
@@ -110,6 +119,7 @@ from infercycle.health.robust import (
     Trend,
     lower_envelope,
     nanmedian_last,
+    nanquantile_last,
     reach_above,
     theil_sen,
 )
@@ -140,6 +150,11 @@ URGENT_SHARE = 0.25
 whichever comes first."""
 RECENT_SHARE = 0.5
 """Share of a growth window (its newest part) the current-regime fit covers."""
+PEAK_SLOTS = 32
+"""Highs of the older half of a growth window remembered per pod, one per refresh of the fit
+(a dozen per window): together they reach a window further back than the window itself."""
+LOOKBACK_WINDOWS = 2.0
+"""How far back (in windows) a growth rule looks for a level the process already held."""
 EVENT_SLOTS = 16
 """Restarts and OOM kills remembered per pod (the newest ones)."""
 OOM_NEAR_LIMIT = 0.9
@@ -191,6 +206,11 @@ class _RuleMemory:
     baseline_rate: FloatArray = field(init=False)
     baseline_start: FloatArray = field(init=False)
     baseline_after: FloatArray = field(init=False)
+    peaks: FloatArray = field(init=False)
+    """Highs of the older half of past windows (rows x PEAK_SLOTS), NaN where none."""
+    peak_times: FloatArray = field(init=False)
+    """When each of those highs was sampled."""
+    peaks_recorded: float = -math.inf
     fit: _Fit | None = None
 
     def __post_init__(self) -> None:
@@ -200,12 +220,39 @@ class _RuleMemory:
         self.baseline_rate = np.full(self.rows, np.nan)
         self.baseline_start = np.full(self.rows, np.nan)
         self.baseline_after = np.full(self.rows, np.nan)
+        self.peaks = np.full((self.rows, PEAK_SLOTS), np.nan)
+        self.peak_times = np.full((self.rows, PEAK_SLOTS), np.nan)
 
     def grow(self, rows: int) -> None:
         self.breached = _grow(self.breached, rows, fill=False)
         for name in ("since", "baseline", "baseline_rate", "baseline_start", "baseline_after"):
             setattr(self, name, _grow(getattr(self, name), rows, np.nan))
+        for name in ("peaks", "peak_times"):
+            grown = np.full((rows, PEAK_SLOTS), np.nan)
+            grown[: len(getattr(self, name))] = getattr(self, name)
+            setattr(self, name, grown)
         self.rows = rows
+
+    def remember_peaks(self, at: float, highs: FloatArray, times: FloatArray) -> None:
+        """Keep the older half's highs of the window ending at ``at`` (at most two dozen per
+        window, the oldest forgotten first)."""
+        if at - self.peaks_recorded < self.rule.window_s / (PEAK_SLOTS * 0.75):
+            return
+        self.peaks_recorded = at
+        rows = len(highs)
+        self.peaks[:rows] = np.roll(self.peaks[:rows], 1, axis=1)
+        self.peak_times[:rows] = np.roll(self.peak_times[:rows], 1, axis=1)
+        self.peaks[:rows, 0] = highs
+        self.peak_times[:rows, 0] = times
+        self.peaks[rows:, 0] = np.nan
+        self.peak_times[rows:, 0] = np.nan
+
+    def earlier_high(self, rows: int, since: FloatArray) -> FloatArray:
+        """The highest remembered high of each row sampled at or after ``since``, -inf if
+        none."""
+        kept = self.peak_times[:rows] >= since[:, None]
+        highest: FloatArray = np.where(kept, self.peaks[:rows], -np.inf).max(axis=1)
+        return highest
 
     def reset(self, row: int) -> None:
         self.breached[row] = False
@@ -214,6 +261,8 @@ class _RuleMemory:
         self.baseline_rate[row] = np.nan
         self.baseline_start[row] = np.nan
         self.baseline_after[row] = np.nan
+        self.peaks[row] = np.nan
+        self.peak_times[row] = np.nan
 
     def adopt(self, previous: _RuleMemory) -> None:
         """Keep what stays true under the changed rule: a baseline is still the baseline."""
@@ -288,6 +337,24 @@ class _Fit:
     coverage: FloatArray
     limits: FloatArray
     """Each row's limit; NaN where none is known."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ground:
+    """Whether a growth window's newest half reaches new ground, per row."""
+
+    newest_high: FloatArray
+    """The 95th percentile of the samples in the newest half of the window (NaN: none)."""
+    older_high: FloatArray
+    """The second highest sample in the older half (-inf: none) ..."""
+    older_time: FloatArray
+    """... and when it was sampled (NaN: none)."""
+
+    def reached(self, earlier: FloatArray | None = None) -> BoolArray:
+        """Whether the newest half reaches above the older half and above ``earlier``."""
+        highest = self.older_high if earlier is None else np.fmax(self.older_high, earlier)
+        reached: BoolArray = ~(self.newest_high <= highest)
+        return reached
 
 
 @dataclass
@@ -1149,8 +1216,9 @@ class HealthEngine:
 
     def _regime(
         self, rule: Rule, cycle: _Cycle, limits: FloatArray, at: float | None = None
-    ) -> tuple[Trend, BoolArray, FloatArray]:
-        """The fit a growth judgement uses: the current regime of the process.
+    ) -> tuple[Trend, BoolArray, FloatArray, _Ground]:
+        """The fit a growth judgement uses: the current regime of the process; and how high
+        the newest half of the window reaches against the older half.
 
         Three candidates, the steepest counts. The whole window (the supported slope). Its
         lower envelope: a collector's sawtooth scatters the samples by its full height, but its
@@ -1163,14 +1231,14 @@ class HealthEngine:
         """
         trend, enough, coverage = self._trend(rule, cycle, at)
         limited = np.isfinite(limits)
+        trough, troughs_known, ground = self._trough(rule, cycle, at, limited)
         if not enough.any() and not limited.any():
-            return trend, enough, coverage
-        trough = self._trough(rule, cycle, at, limited)
+            return trend, enough, coverage, ground
         whole = np.where(enough, trend.supported, -np.inf)
-        troughs = np.where(enough, trough.supported, -np.inf)
+        troughs = np.where(enough & troughs_known, trough.supported, -np.inf)
         if not limited.any():
             pick = troughs > whole
-            return _pick_trend(trend, trough, pick), enough, coverage
+            return _pick_trend(trend, trough, pick), enough, coverage, ground
         recent, recent_enough, _ = self._trend(
             rule, cycle, at, span=rule.window_s * RECENT_SHARE, quantile=0.5
         )
@@ -1188,7 +1256,7 @@ class HealthEngine:
             self._reach(rule, cycle, at, chosen, limited),
         )
         coverage = np.where(recent_enough & ~enough, 1.0, coverage)
-        return chosen, enough | recent_enough, coverage
+        return chosen, enough | recent_enough, coverage, ground
 
     def _reach(
         self, rule: Rule, cycle: _Cycle, at: float | None, fit: Trend, limited: BoolArray
@@ -1206,17 +1274,35 @@ class HealthEngine:
         reach[rows] = reach_above(raw, window.times, fit.level[rows], fit.slope[rows], end)
         return reach
 
-    def _trough(self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray) -> Trend:
-        """The fit of the window's lower envelope. The envelope is smooth, so where a limit
-        is known (the time left decides) the plain median of pairwise slopes counts; where
-        the slope alone decides, the lower quartile, as for the raw samples."""
+    def _trough(
+        self, rule: Rule, cycle: _Cycle, at: float | None, limited: BoolArray
+    ) -> tuple[Trend, BoolArray, _Ground]:
+        """The fit of the window's lower envelope, whether the envelope follows troughs (the
+        window holds several whole periods of whatever cycle the samples have), and the highs
+        of the window's two halves.
+
+        The envelope is smooth, so where a limit is known (the time left decides) the plain
+        median of pairwise slopes counts; where the slope alone decides, the lower quartile,
+        as for the raw samples."""
         end = cycle.now if at is None else at
         window = self._window(cycle, rule.window_s, at)
         values, usable = self._samples(rule, cycle, window)
         raw = np.where(usable, values, np.nan)
-        envelope, centers = lower_envelope(raw, window.times, end - rule.window_s, end)
+        envelope, centers, troughs = lower_envelope(raw, window.times, end - rule.window_s, end)
         quantile = np.where(limited, 0.5, SLOPE_QUANTILE)
-        return theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
+        trend = theil_sen(envelope, centers, centers[0] - 1.0, centers[-1] + 1.0, quantile=quantile)
+        older = window.times < end - rule.window_s * RECENT_SHARE
+        earlier = np.where(np.isnan(raw[:, older]), -np.inf, raw[:, older])
+        if earlier.shape[1] >= 2:
+            # The second highest sample: a lone spike does not hide the growth after it.
+            highest = np.argpartition(earlier, -2, axis=1)[:, -2]
+            older_high = earlier[np.arange(len(earlier)), highest]
+            older_time = np.where(np.isfinite(older_high), window.times[older][highest], np.nan)
+        else:
+            older_high = np.full(len(raw), -np.inf)
+            older_time = np.full(len(raw), np.nan)
+        newest_high = nanquantile_last(raw[:, ~older], SPREAD_QUANTILE)
+        return trend, troughs, _Ground(newest_high, older_high, older_time)
 
     def _limits(self, rule: Rule, rows: int) -> FloatArray:
         """Each row's limit for a time-to-limit rule (NaN: none known)."""
@@ -1321,10 +1407,19 @@ class HealthEngine:
         ):
             return fit
         limits = self._limits(rule, rows)
-        trend, enough, coverage = self._regime(rule, cycle, limits)
+        trend, enough, coverage, ground = self._regime(rule, cycle, limits)
         slope, condition, by_limit, needed, left = self._growth_condition(
             rule, trend, enough, limits
         )
+        # Growth is counted only while the process reaches new ground: above every level it
+        # held (and came down from) over the older half of the window and the window before.
+        # A cycle of any period up to that lookback, however steep its rising stretch, climbs
+        # back only to where it already was; a leak climbs past it.
+        memory.remember_peaks(now, ground.older_high, ground.older_time)
+        since = np.fmax(now - LOOKBACK_WINDOWS * rule.window_s, cycle.warm_end[:rows])
+        new_ground = ground.reached(memory.earlier_high(rows, since))
+        condition &= new_ground
+        by_limit &= new_ground
         if rule.sustain_s > 0 and backfilled:
             self._restore_since(rule, cycle, memory, condition, limits)
         typical = trend.slope * 3600.0
@@ -1363,8 +1458,9 @@ class HealthEngine:
         holds_since = np.full(len(subset), np.nan)
         unbroken = np.ones(len(subset), dtype=bool)
         for at in instants[::-1]:
-            trend, enough, _ = self._regime(rule, few, limits[subset], float(at))
+            trend, enough, _, ground = self._regime(rule, few, limits[subset], float(at))
             _, condition, _, _, _ = self._growth_condition(rule, trend, enough, limits[subset])
+            condition &= ground.reached()
             condition &= float(at) >= few.warm_end
             unbroken &= condition
             if not unbroken.any():

@@ -176,23 +176,43 @@ ENVELOPE_SPAN = 6
 
 def lower_envelope(
     values: AnyFloatArray, times: FloatArray, start: float, end: float
-) -> tuple[FloatArray, FloatArray]:
+) -> tuple[FloatArray, FloatArray, BoolArray]:
     """The running minimum of every row over a quarter of the window, as (rows, points)
-    values and their times (the middle of each span); NaN where a span holds no sample.
+    values and their times (the middle of each span), NaN where a span holds no sample; and
+    per row whether the envelope follows troughs.
 
     A collector's sawtooth (allocate, then free) has its troughs at the live set: a leak lifts
     them, a healthy sawtooth leaves them flat, and a span longer than a tooth always holds one.
+    A span shorter than a tooth holds part of a rising stretch instead, and its minimum is
+    where that stretch began, which rises with it: a slow healthy cycle would read as a leak.
+    So the envelope only follows troughs where every span holds a fall of at least half the
+    largest fall of the window (the window holds several whole periods); a smooth series has no
+    such falls to speak of, and its envelope is the series itself less its noise either way.
     """
     rows = values.shape[0]
     plan = bucket_plan(times, start, end, ENVELOPE_BUCKETS)
     padded = np.concatenate([values, np.full((rows, 1), np.nan, dtype=values.dtype)], axis=1)
-    grouped = np.where(np.isnan(padded[:, plan]), np.inf, padded[:, plan])
-    minima = grouped.min(axis=-1)
+    grouped = padded[:, plan]
+    missing = np.isnan(grouped)
+    minima = np.where(missing, np.inf, grouped).min(axis=-1)
+    maxima = np.where(missing, -np.inf, grouped).max(axis=-1)
     width = (end - start) / ENVELOPE_BUCKETS
     points = ENVELOPE_BUCKETS - ENVELOPE_SPAN + 1
-    rolled = np.full((rows, points), np.inf)
-    for offset in range(ENVELOPE_SPAN):
-        rolled = np.minimum(rolled, minima[:, offset : offset + points])
+    rolled = minima[:, :points].copy()
+    highest = maxima[:, :points].copy()
+    fall = np.full((rows, points), -np.inf)
+    for offset in range(1, ENVELOPE_SPAN):
+        later = minima[:, offset : offset + points]
+        # The highest sample of a bucket before this one, less the lowest of this one: the
+        # largest fall within the span, to bucket resolution.
+        fall = np.fmax(fall, highest - later)
+        rolled = np.minimum(rolled, later)
+        highest = np.maximum(highest, maxima[:, offset : offset + points])
     centers: FloatArray = start + width * (np.arange(points, dtype=np.float64) + ENVELOPE_SPAN / 2)
     envelope: FloatArray = np.where(np.isfinite(rolled), rolled, np.nan).astype(np.float64)
-    return envelope, centers
+    held = np.isfinite(rolled)
+    largest = np.where(held, fall, -np.inf).max(axis=1)
+    with np.errstate(invalid="ignore"):
+        falls = ~held | (fall >= 0.5 * largest[:, None])
+    troughs: BoolArray = falls.all(axis=1) & (largest > 0)
+    return envelope, centers, troughs
