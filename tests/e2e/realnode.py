@@ -169,6 +169,7 @@ class HelmOperator:
         self.installed = False
         self.final_rss: float | None = None
         self.final_restarts = 0
+        self.errors: list[str] = []
         self.helm = helm_binary()
 
     def _helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -231,8 +232,12 @@ class HelmOperator:
         )  # fmt: skip
 
     def rss_bytes(self) -> float:
-        ip = self.pod()["status"]["podIP"]
-        with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=10) as answer:
+        """The operator process's resident memory, from its own metrics port."""
+        pod = self.pod()
+        (container,) = pod["spec"]["containers"]
+        port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+        url = f"http://{pod['status']['podIP']}:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
             text = answer.read().decode()
         for line in text.splitlines():
             if line.startswith("process_resident_memory_bytes "):
@@ -250,10 +255,13 @@ class HelmOperator:
         if not self.installed:
             return
         try:
-            self.final_rss = self.rss_bytes()
             self.final_restarts = self.restarts()
-        except (OSError, AssertionError, KeyError, urllib.error.URLError):
-            self.final_rss = None
+        except (AssertionError, KeyError) as error:
+            self.errors.append(f"restart count: {error}")
+        try:
+            self.final_rss = self.rss_bytes()
+        except (OSError, AssertionError, KeyError, StopIteration, urllib.error.URLError) as error:
+            self.errors.append(f"resident memory: {error}")
         self._helm("uninstall", self.release, f"--namespace={self.namespace}", check=False)
         self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
         self.installed = False

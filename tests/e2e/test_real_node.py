@@ -308,7 +308,11 @@ def test_helm_installed_operator_killed_mid_recycle_resumes_and_restarts_the_pod
     finally:
         operator.stop()
     assert kills, "the recycle never reached a step to kill the operator in"
-    assert operator.final_restarts >= 1, "the runtime did not restart the operator's container"
+    assert operator.final_restarts >= 1, (
+        "the operator's container was not restarted",
+        operator.errors,
+    )
+    assert operator.final_rss is not None, operator.errors
     Measurements().record(
         operator_killed_in_step=kills[0],
         operator_pod_rss_bytes=operator.final_rss,
