@@ -271,7 +271,7 @@ def test_namespaced_roles_match_the_kustomize_component(helm: Path, kubectl: Pat
         assert sorted(o["metadata"]["name"] for o in by_kind(chart, kind)) == sorted(
             o["metadata"]["name"] for o in by_kind(plain, kind)
         ), kind
-    for name in ("infercycle-operator", "infercycle-operator-leader"):
+    for name in ("infercycle-operator",):
         assert one(chart, "Role", name)["rules"] == one(plain, "Role", name)["rules"]
         assert (
             one(chart, "RoleBinding", name)["subjects"]
