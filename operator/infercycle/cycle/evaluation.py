@@ -166,4 +166,5 @@ def evaluate(  # noqa: PLR0917 - the cycle's inputs, each distinct
         MetricsState(True, "Queried", f"{snapshot.queries} queries, {len(running)} pods"),
         in_flight,
         blind_rules(health, latest),
+        {pod_key(pod): pod.restart_count for pod in running},
     )

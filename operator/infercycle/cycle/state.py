@@ -211,9 +211,16 @@ class Evaluation:
     requests_running: Mapping[str, float] = field(default_factory=dict)
     # (rule, pod) pairs whose histogram quantile sits in its lowest bucket: the rule is blind.
     blind: tuple[Blindness, ...] = ()
+    # The server container's restart count each verdict was reached on: a verdict is about one
+    # life of the process, so a pod restarted since (in this very cycle, say) has none yet.
+    lives: Mapping[PodKey, int] = field(default_factory=dict)
 
     def verdict(self, pod: PodState) -> Verdict | None:
-        return self.verdicts.get(pod_key(pod))
+        key = pod_key(pod)
+        judged_on = self.lives.get(key)
+        if judged_on is not None and judged_on != pod.restart_count:
+            return None
+        return self.verdicts.get(key)
 
     def degraded(self, unit: PodState) -> bool | None:
         """Whether a unit is condemned: a group when any member is; None without a verdict."""

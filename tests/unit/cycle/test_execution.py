@@ -342,3 +342,33 @@ async def test_a_drained_pod_is_left_alone_when_a_fresh_read_shows_its_recycle()
     await world.executor.undrain_orphans(context)
     assert not world.serving()
     assert world.kube.events == []
+
+
+async def test_a_verdict_from_before_an_in_place_restart_never_judges_the_new_process() -> None:
+    from infercycle.cycle.state import pod_key  # noqa: PLC0415
+    from infercycle.health.model import Verdict  # noqa: PLC0415
+
+    world = World("InPlace")
+    victim = next(p for p in world.context().pods if p.name == VICTIM)
+    condemned = Verdict(pod_key(victim), True, False, True)
+    # The cycle's evaluation condemned the pod on its first life (restart count 0).
+    evaluation = Evaluation(
+        {pod_key(victim): condemned}, HEALTHY, {VICTIM: 0}, (), {pod_key(victim): 0}
+    )
+    assert evaluation.verdict(victim) is condemned
+    context = world.context()
+    assert world.state is not None
+    candidate = Candidate(victim, ("memory-leak: growth",))
+    await world.executor.start(
+        context, world.state, evaluation, candidate, dry_run=False, now=world.clock()
+    )
+    world.clock.advance(5)
+    await world.executor.advance(world.context(), world.state, evaluation)
+    assert world.step() == "Restarting"
+    # The next cycle's evaluation was made from a watch cache that has not seen the restart yet:
+    # its verdict is about the old process, and must not judge the new one.
+    world.clock.advance(5)
+    await world.executor.advance(world.context(), world.state, evaluation)
+    assert world.step() == "Verifying", world.kube.reasons()
+    assert "RecycleEscalated" not in world.kube.reasons()
+    assert not any(call[0] == "evict" for call in world.kube.calls)
