@@ -185,6 +185,10 @@ def test_the_api_server_grants_exactly_what_the_operator_needs(
         ("patch", "pods"),
         ("create", "pods/eviction"),
         ("create", "statefulsets.apps"),
+        # Attach mode reads the workload it targets, and drains through the pods' status.
+        ("get", "statefulsets.apps"),
+        ("get", "deployments.apps"),
+        ("patch", "pods/status"),
         ("patch", "poddisruptionbudgets.policy"),
         ("patch", "networkpolicies.networking.k8s.io"),
         ("get", "secrets"),
@@ -207,7 +211,6 @@ def test_the_api_server_grants_exactly_what_the_operator_needs(
         ("delete", "secrets"),
         ("delete", "statefulsets.apps"),
         ("delete", "poddisruptionbudgets.policy"),
-        ("get", "statefulsets.apps"),
         ("create", "persistentvolumeclaims"),
         ("delete", "persistentvolumeclaims"),
         ("create", "deployments.apps"),
@@ -244,7 +247,8 @@ def test_with_namespaces_listed_the_operator_has_rights_only_there(
             assert not _can(installed, account, verb, resource, "default"), resource
         assert _can(installed, account, "watch", "recyclepolicies.infercycle.io", "default")
         assert _can(installed, account, "list", "namespaces", "default")
-        assert _can(installed, account, "create", "leases.coordination.k8s.io", namespace)
+        # One replica by default: the leader Lease's Role comes with manifests/leader-election.
+        assert not _can(installed, account, "create", "leases.coordination.k8s.io", namespace)
         assert not _can(installed, account, "create", "leases.coordination.k8s.io", "default")
     finally:
         _unbind(installed, objects)
