@@ -31,6 +31,7 @@ from infercycle.cycle.reporting import (
     invalid_status,
     normal,
     pause_of,
+    reason_texts,
     rule_warnings,
     warning,
 )
@@ -346,7 +347,7 @@ class FleetController:
         verdict = evaluation.verdict(pod)
         if verdict is None:
             return PodJudgement(pod.name, pod.uid, degraded=False)
-        reasons = tuple(reason.text for reason in verdict.reasons)
+        reasons = tuple(reason_texts(verdict))
         return PodJudgement(pod.name, pod.uid, verdict.degraded, reasons, float(len(reasons)))
 
     @staticmethod
