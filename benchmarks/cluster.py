@@ -455,8 +455,9 @@ def remove_namespaces(cluster: Cluster, workload: Workload) -> None:
 def prepare(cluster: Cluster, workload: Workload) -> None:
     log("CRDs and namespaces")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for crd in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.wait_established(
+        "crd/inferencedeployments.infercycle.io", "crd/recyclepolicies.infercycle.io"
+    )
     namespaces = {
         "apiVersion": "v1",
         "kind": "List",

@@ -47,6 +47,30 @@ def kubectl(*args: str, capture: bool = True, stdin: str | None = None) -> str:
     return run("kubectl", f"--kubeconfig={KUBECONFIG}", *args, capture=capture, stdin=stdin)
 
 
+def wait_established(*crds: str, timeout: float = 60.0) -> None:
+    """Wait for each CRD's ``Established`` condition (``kubectl wait`` fails on a CRD that has
+    no conditions yet, as one created a moment ago)."""
+    query = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + timeout
+    for crd in crds:
+        while (
+            run(
+                "kubectl",
+                f"--kubeconfig={KUBECONFIG}",
+                "get",
+                crd,
+                "-o",
+                f"jsonpath={query}",
+                check=False,
+                capture=True,
+            ).strip()
+            != "True"
+        ):
+            if time.monotonic() > deadline:
+                sys.exit(f"demo: {crd} was not established within {timeout:.0f}s")
+            time.sleep(0.5)
+
+
 CYCLE_INTERVAL = "2s"
 
 
@@ -139,7 +163,7 @@ def main() -> int:
 
     say("CustomResourceDefinitions from crds/")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), capture=False)
-    kubectl("wait", "--for=condition=Established", "crd/inferencedeployments.infercycle.io")
+    wait_established("crd/inferencedeployments.infercycle.io", "crd/recyclepolicies.infercycle.io")
 
     if values.get("INFERCYCLE_REAL_NODE"):
         return real_node_demo(values, prometheus, logs, keep_running=args.keep_running)

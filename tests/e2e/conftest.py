@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.wait_established(
+        "crd/inferencedeployments.infercycle.io", "crd/recyclepolicies.infercycle.io"
+    )
 
 
 class Fleet:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from infercycle.api.servers import profile_for
 from tests.fixtures.cluster import Cluster, FleetSim
@@ -275,8 +276,13 @@ def test_crds_apply_server_side(cluster: Cluster) -> None:
         pytest.skip("crds/ is empty; nothing to apply")
     for path in files:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for path in files:
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(path))
+    names = [
+        f"crd/{document['metadata']['name']}"
+        for path in files
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+    cluster.wait_established(*names, timeout=30)
 
 
 def test_an_sglang_fleet_is_read_through_the_sglang_profile(

@@ -33,8 +33,9 @@ def _deployment(namespace: str, **spec: Any) -> str:
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster) -> Cluster:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.wait_established(
+        "crd/inferencedeployments.infercycle.io", "crd/recyclepolicies.infercycle.io"
+    )
     return cluster
 
 

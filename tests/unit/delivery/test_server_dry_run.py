@@ -42,8 +42,9 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResou
 def installed(cluster: Cluster) -> Cluster:
     """The CRDs, as the other integration tests install them (the samples need them)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("inferencedeployments.infercycle.io", "recyclepolicies.infercycle.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.wait_established(
+        "crd/inferencedeployments.infercycle.io", "crd/recyclepolicies.infercycle.io"
+    )
     return cluster
 
 
