@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,16 @@ class Fleet:
         return self.ready_pods()
 
     def set_scenario(self, pod: str, scenario: str, params: dict[str, float] | None = None) -> None:
+        self.set_scenarios([pod], scenario, params)
+
+    def set_scenarios(
+        self, pods: Iterable[str], scenario: str, params: dict[str, float] | None = None
+    ) -> None:
+        """Switch every pod in ``pods`` to ``scenario`` in one request each, sent together."""
         args = [
             "annotate",
             "pod",
-            pod,
+            *pods,
             "-n",
             self.namespace,
             "--overwrite",
