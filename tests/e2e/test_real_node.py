@@ -102,7 +102,7 @@ def _start_sessions(ip: str) -> dict[str, Any]:
     return dict(http("GET", f"http://{ip}:{SERVER_PORT}/sessions")["sessions"])
 
 
-def _diagnose(cluster: Cluster, namespace: str, operator: OperatorProcess, fleet: Fleet) -> str:
+def _diagnose(cluster: Cluster, namespace: str, operator: Operator, fleet: Fleet) -> str:
     pods = cluster.kubectl("get", "pods,pvc", "-n", namespace, "-o", "wide", check=False)
     events = cluster.kubectl(
         "get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False
