@@ -88,7 +88,14 @@ class PrometheusUnreachable(PrometheusError):  # noqa: N818 - the condition reas
 
 
 class AgentClientError(InferCycleError):
-    """A call from the operator to a pod's recycle agent failed."""
+    """A call from the operator to a pod's recycle agent failed.
+
+    ``may_have_acted`` is true when the request may have reached the agent although no answer
+    came back (a timeout, or a connection reset after the request was sent): the agent may
+    have done what it was asked. A refused connection or an error answer is false.
+    """
+
+    may_have_acted: bool = False
 
 
 class AgentSideError(InferCycleError):

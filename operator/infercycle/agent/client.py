@@ -61,11 +61,13 @@ class AgentError(AgentClientError):
 
 
 class AgentUnavailable(AgentClientError):  # noqa: N818 - the name the operator code uses
-    """The agent could not be reached: connection refused or reset, DNS failure, or timeout."""
+    """The agent could not be reached (connection refused, DNS failure), or gave no answer
+    (timeout, connection reset): ``may_have_acted`` tells the second kind."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, may_have_acted: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.may_have_acted = may_have_acted
 
 
 class AgentClient:
@@ -119,19 +121,38 @@ class AgentClient:
                 body = await _read_bounded(response, MAX_RESPONSE_BYTES)
         except TimeoutError as error:
             msg = f"{method} {url} got no answer within {self._timeout:g}s"
-            raise AgentUnavailable(msg) from error
+            raise AgentUnavailable(msg, may_have_acted=True) from error
         except aiohttp.ClientResponseError as error:
             raise AgentError("bad_response", str(error), error.status) from error
-        except aiohttp.ClientError as error:
+        except aiohttp.ClientConnectorError as error:
+            # No connection was made, so the request never reached the agent.
             msg = f"{method} {url} failed: {error or type(error).__name__}"
             raise AgentUnavailable(msg) from error
+        except aiohttp.ClientError as error:
+            msg = f"{method} {url} failed: {error or type(error).__name__}"
+            raise AgentUnavailable(msg, may_have_acted=True) from error
         if not 200 <= status < 300:
             raise _error_from(body, status)
         try:
             return model.model_validate_json(body)
         except ValidationError as error:
-            msg = f"{method} {url} answered with a body that is not a {model.__name__}: {error}"
+            msg = (
+                f"{method} {url} answered with a body that is not a {model.__name__}: "
+                f"{_first_problem(error)}"
+            )
             raise AgentError("invalid_response", msg, status) from error
+
+
+def _first_problem(error: ValidationError) -> str:
+    """The first of a validation error's problems, in one short line, and how many more."""
+    problems = error.errors(include_url=False, include_input=False)
+    if not problems:
+        return "invalid"
+    first = problems[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "the document"
+    text = f"{where}: {first.get('msg', 'invalid')}"
+    more = len(problems) - 1
+    return f"{text} (and {more} more problem{'s' if more > 1 else ''})" if more else text
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -156,6 +177,7 @@ def _error_from(body: bytes, status: int) -> AgentError:
     except ValueError:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
-        return AgentError(parsed["error"], str(parsed.get("message", "")), status)
+        # The agent's words go into events and status: a few hundred characters of them.
+        return AgentError(parsed["error"][:64], str(parsed.get("message", ""))[:300], status)
     text = body.decode(errors="replace").strip()[:300]
     return AgentError("unexpected_response", text or f"HTTP {status} without a body", status)

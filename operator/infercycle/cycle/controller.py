@@ -93,13 +93,21 @@ class FleetController:
         self.reporter = Reporter(kube, clock)
         connect = agents or AgentConnections(kube, settings.agent_timeout_s)
         self.executor = Executor(
-            kube, connect, self.reporter, lambda c, name: inputs.read_unit(kube, c, name), clock
+            kube,
+            connect,
+            self.reporter,
+            lambda c, name: inputs.read_unit(kube, c, name),
+            clock,
+            may_act=self._leading,
         )
         self.last_cycle_at: float | None = None
         self._requests_reported = 0
         # Whether this replica may act (hold the leader Lease). A standby still evaluates every
         # deployment, so its engines are warm when it takes over, but writes and acts on none.
         self.may_act: Callable[[], bool] = lambda: True
+
+    def _leading(self) -> bool:
+        return self.may_act()  # looked up at each call: the elector is attached after creation
 
     # -- children and forgetting -------------------------------------------------------------
 

@@ -63,12 +63,17 @@ class Executor:
         reporter: Reporter,
         read_unit: UnitReader,
         clock: Callable[[], float],
+        *,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self._kube = kube
         self._agents = agents
         self._reporter = reporter
         self._read_unit = read_unit
         self._clock = clock
+        # Asked before every step: a replica that lost the leader Lease mid-recycle stops at
+        # once, and the new leader resumes from the persisted operation.
+        self._may_act = may_act
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -129,6 +134,10 @@ class Executor:
         outcome: ActionOutcome | None = None
         expected: RecycleOperation | None = None
         for _ in range(MAX_STEPS_PER_CYCLE):
+            if not self._may_act():
+                return RecyclingState(
+                    True, "InProgress", "no longer the leader; the leader resumes"
+                )
             fresh = await asyncio.to_thread(self._kube.read_deployment, namespace, name)
             if fresh is None:
                 return RecyclingState(False, "Idle", "deployment deleted")
@@ -262,7 +271,12 @@ class Executor:
         try:
             await agent.restart()
         except AgentClientError as error:
-            return ActionOutcome(Action.RESTART_IN_PLACE, ok=False, error=str(error))
+            return ActionOutcome(
+                Action.RESTART_IN_PLACE,
+                ok=False,
+                error=str(error),
+                unanswered=error.may_have_acted,
+            )
         return ActionOutcome(Action.RESTART_IN_PLACE, ok=True)
 
     async def _serve(

@@ -69,6 +69,9 @@ class ActionOutcome:
     ok: bool
     error: str | None = None
     checkpoint: CheckpointRecord | None = None
+    # The call failed without an answer after it may have reached the agent (a timeout, a
+    # reset): the agent may have acted all the same.
+    unanswered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,12 +222,15 @@ def next_move(op: RecycleOperation, seen: Observation, timings: RecycleTimings, 
             return _after_checkpoint(op, now, outcome)
         return Move(Action.CHECKPOINT, op, waiting=f"checkpointing sessions of {op.pod}")
     if step is RecycleStep.RESTARTING:
-        # A call that timed out or was reset may have restarted the server all the same:
-        # only a failed restart that the pod does not show is escalated.
+        # Only a restart the agent refused, or could not be asked for, is escalated at once. A
+        # call that timed out or was reset may have restarted the server all the same, and the
+        # pod may not show it yet: that one waits for the restart like an accepted call, and
+        # escalates only when no restart shows within half of readyTimeout.
         if (
             outcome is not None
             and outcome.action is Action.RESTART_IN_PLACE
             and not outcome.ok
+            and not outcome.unanswered
             and not _restart_seen(op, pod)
         ):
             return _after_failed_restart(op, timings, now, outcome.error or "unknown error")
@@ -367,7 +373,9 @@ def _restart(op: RecycleOperation, seen: Observation, timings: RecycleTimings, n
             return _give_up(op, RecycleResult.ABANDONED, now, message, undrain=True)
         return Move(Action.EVICT, op, waiting=f"evicting {op.pod}")
     if waited > timings.ready_timeout_s / 2:
-        return _escalate(op, now, f"{op.pod} did not restart in place within {waited:.0f}s")
+        return _after_failed_restart(
+            op, timings, now, f"{op.pod} did not restart in place within {waited:.0f}s"
+        )
     return Move(Action.NONE, op, waiting=f"waiting for the server in {op.pod} to restart")
 
 

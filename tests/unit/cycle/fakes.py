@@ -276,12 +276,16 @@ class FakeKube:
 
 
 class AgentDownError(AgentClientError):
-    pass
+    def __init__(self, message: str, *, may_have_acted: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_acted = may_have_acted
 
 
 @dataclass
 class FakeAgent:
-    """A pod's agent; ``fail_*`` make a call fail as an unreachable agent does."""
+    """A pod's agent; ``fail_*`` make a call fail as an unreachable agent does (refused);
+    ``restart_unanswered`` makes the restart call time out after it may have reached the agent,
+    and ``lose_restart_answer`` loses the answer of a restart that happened."""
 
     kube: FakeKube
     pod_name: str
@@ -290,6 +294,7 @@ class FakeAgent:
     restarts_container: bool = True
     # The restart happens, then the answer is lost (a timeout or reset after the kill).
     lose_restart_answer: bool = False
+    restart_unanswered: str | None = None
     checkpoints: int = 0
     restarts: int = 0
 
@@ -302,11 +307,15 @@ class FakeAgent:
     async def restart(self) -> None:
         if self.fail_restart:
             raise AgentDownError(self.fail_restart)
+        if self.restart_unanswered:
+            raise AgentDownError(self.restart_unanswered, may_have_acted=True)
         self.restarts += 1
         if self.restarts_container:
             self.kube.restart_container(self.pod_name)
         if self.lose_restart_answer:
-            raise AgentDownError("POST /v1/restart: connection reset after the restart")
+            raise AgentDownError(
+                "POST /v1/restart: connection reset after the restart", may_have_acted=True
+            )
 
 
 @dataclass

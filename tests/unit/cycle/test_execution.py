@@ -33,6 +33,7 @@ class World:
     """One deployment of two pods, the executor, and the fakes behind its ports."""
 
     def __init__(self, strategy: str = "InPlace", *, fallback: bool = True, **agent: Any) -> None:
+        self.leading = True
         self.clock = Clock()
         self.kube = FakeKube(
             deployment(strategy, fallback=fallback),
@@ -45,6 +46,7 @@ class World:
             Reporter(self.kube, self.clock),
             lambda context, name: inputs.read_unit(self.kube, context, name),
             self.clock,
+            may_act=lambda: self.leading,
         )
         self.state: DeploymentState | None = None
 
@@ -185,6 +187,24 @@ async def test_a_conflict_mid_recycle_stops_the_cycle_before_the_action() -> Non
     assert world.serving()
 
 
+async def test_a_replica_that_loses_the_lease_mid_recycle_takes_no_further_step() -> None:
+    world = World("InPlace")
+    await world.start(in_flight=4)  # Draining: the pod left the Service, requests in flight
+    assert world.step() == "Draining"
+    before = list(world.kube.calls)
+    world.leading = False
+    world.clock.advance(5)
+    state = await world.cycle(in_flight=0)  # idle now: the leader would checkpoint
+    assert state.active
+    assert "no longer the leader" in state.message
+    assert world.step() == "Draining"
+    assert world.kube.calls == before
+    assert world.agents.agents.get(VICTIM) is None or world.agents.agents[VICTIM].checkpoints == 0
+    world.leading = True  # whoever leads next resumes from the persisted operation
+    await world.cycle(in_flight=0)
+    assert world.agents.agents[VICTIM].checkpoints == 1
+
+
 async def test_a_refused_eviction_is_waited_on_reported_once_and_finally_abandoned() -> None:
     world = World("Recreate")
     world.kube.evictions_refused = True
@@ -202,8 +222,8 @@ async def test_a_refused_eviction_is_waited_on_reported_once_and_finally_abandon
     assert world.serving()
 
 
-async def test_an_agent_that_times_out_on_restart_escalates_to_one_eviction() -> None:
-    world = World("InPlace", fail_restart="POST /v1/restart got no answer within 30s")
+async def test_an_agent_that_refuses_the_connection_on_restart_escalates_to_one_eviction() -> None:
+    world = World("InPlace", fail_restart="POST /v1/restart failed: connection refused")
     await world.start_drained()
     assert "AgentUnavailable" in world.kube.reasons()
     assert "RecycleEscalated" in world.kube.reasons()
@@ -211,6 +231,53 @@ async def test_an_agent_that_times_out_on_restart_escalates_to_one_eviction() ->
     assert world.kube.operation is not None
     assert world.kube.operation["escalated"] is True
     assert world.kube.operation["strategy"] == "Recreate"
+
+
+async def test_a_restart_call_that_times_out_waits_for_the_restart_the_kubelet_counts_late() -> (
+    None
+):
+    world = World("InPlace", restart_unanswered="POST /v1/restart got no answer within 30s")
+    await world.start_drained()
+    assert world.step() == "Restarting"
+    assert "AgentUnavailable" in world.kube.reasons()
+    assert "RecycleEscalated" not in world.kube.reasons()
+    world.clock.advance(20)
+    await world.cycle()
+    assert world.step() == "Restarting"
+    world.kube.restart_container(VICTIM)  # the restart did happen; the pod shows it now
+    world.clock.advance(5)
+    await world.cycle()
+    assert world.step() in ("WaitingReady", "Verifying")
+    assert not any(call[0] == "evict" for call in world.kube.calls)
+    assert "RecycleEscalated" not in world.kube.reasons()
+
+
+async def test_a_restart_call_that_times_out_and_never_restarts_escalates_once_later() -> None:
+    world = World("InPlace", restart_unanswered="POST /v1/restart got no answer within 30s")
+    await world.start_drained()
+    world.clock.advance(100)
+    await world.cycle()
+    assert world.step() == "Restarting"
+    assert not any(call[0] == "evict" for call in world.kube.calls)
+    world.clock.advance(51)  # past half of readyTimeout (300 s) since the restart was asked
+    await world.cycle()
+    assert "RecycleEscalated" in world.kube.reasons()
+    assert world.kube.calls.count(("evict", VICTIM, "uid-0")) == 1
+    assert world.kube.operation is not None
+    assert world.kube.operation["strategy"] == "Recreate"
+
+
+async def test_without_fallback_a_restart_that_never_shows_ends_failed_and_undrained() -> None:
+    world = World("InPlace", fallback=False, restarts_container=False)
+    await world.start_drained()
+    assert world.step() == "Restarting"
+    world.clock.advance(151)
+    await world.cycle()
+    assert world.kube.operation is None
+    assert world.kube.history[-1]["result"] == "Failed"
+    assert "did not restart in place" in world.kube.history[-1]["message"]
+    assert world.serving()
+    assert not any(call[0] == "evict" for call in world.kube.calls)
 
 
 async def test_without_fallback_a_failed_restart_returns_the_pod_and_records_the_failure() -> None:
