@@ -55,6 +55,9 @@ from infercycle.settings import OperatorSettings
 
 log = logging.getLogger("infercycle.cycle")
 
+CONCURRENT_DEPLOYMENTS = 8
+"""Deployments handled at once within one cycle."""
+
 
 def _error_kind(error: str) -> str:
     lowered = error.lower()
@@ -216,14 +219,21 @@ class FleetController:
             for label, error in snapshot.errors.items():
                 metrics.QUERY_ERRORS.labels(queries.signal_of(label), _error_kind(error)).inc()
         now = self.clock()
-        for context in contexts:
-            try:
-                if self.may_act():
-                    await self._handle(context, snapshot, queries, now)
-                elif context.policy is not None:
-                    self.evaluate(context, snapshot, queries, now)  # keeps the engine warm
-            except Exception:  # one deployment's trouble must not stop the others
-                log.exception("cycle failed for %s/%s", *context.key)
+        # Deployments are handled side by side, so an agent or API call that takes its full
+        # timeout in one of them delays only that one.
+        limit = asyncio.Semaphore(CONCURRENT_DEPLOYMENTS)
+
+        async def handle(context: DeploymentContext) -> None:
+            async with limit:
+                try:
+                    if self.may_act():
+                        await self._handle(context, snapshot, queries, now)
+                    elif context.policy is not None:
+                        self.evaluate(context, snapshot, queries, now)  # keeps the engine warm
+                except Exception:  # one deployment's trouble must not stop the others
+                    log.exception("cycle failed for %s/%s", *context.key)
+
+        await asyncio.gather(*(handle(context) for context in contexts))
         live = {context.key for context in contexts}
         for key in list(self.states):
             if key not in live:

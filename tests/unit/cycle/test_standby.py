@@ -1,8 +1,12 @@
-"""A standby replica (one that does not hold the leader Lease) runs the cycle up to evaluation:
-its engines see every sample, and it writes nothing, posts nothing and acts on nothing."""
+"""The fleet cycle as a whole. A standby replica (one that does not hold the leader Lease) runs
+the cycle up to evaluation: its engines see every sample, and it writes nothing, posts nothing and
+acts on nothing. Deployments are handled side by side: one stuck on a slow call holds up no
+other."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,3 +80,30 @@ async def test_a_standby_evaluates_every_cycle_and_writes_nothing() -> None:
     leading[0] = True  # it takes the Lease: the next cycle writes status
     await controller.run_cycle()
     assert kube.status_writes >= 1
+
+
+async def test_one_deployment_stuck_on_a_slow_call_does_not_hold_up_the_others() -> None:
+    controller, _kube, _clock = _controller([True])
+    for n in range(3):
+        other = copy.deepcopy(controller.registry.deployments[(NAMESPACE, NAME)])
+        other["metadata"].update(name=f"other-{n}", uid=f"other-uid-{n}")
+        controller.registry.deployments[(NAMESPACE, f"other-{n}")] = other
+    stuck = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle(context: Any, *_args: Any) -> None:
+        if context.key[1] == NAME:
+            await stuck.wait()  # an agent call that takes its whole timeout
+        handled.append(context.key[1])
+
+    controller._handle = handle  # type: ignore[method-assign]
+    cycle = asyncio.create_task(controller.run_cycle())
+    for _ in range(100):
+        if len(handled) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(handled) == ["other-0", "other-1", "other-2"]
+    assert not cycle.done()  # the cycle itself still waits for the stuck one
+    stuck.set()
+    await asyncio.wait_for(cycle, 5)
+    assert handled[-1] == NAME
