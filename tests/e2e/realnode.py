@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pytest
 
 from infercycle.api.defaults import DEFAULT_RULES
+from infercycle.runner import LEASE_NAME
 from localcluster import workload
 from localcluster.components.kubelet import NODE_LABEL, NODE_TAINT
 from localcluster.workload import SERVER, on_real_node
@@ -160,8 +161,11 @@ def helm_binary() -> str:
 class HelmOperator:
     """``helm install charts/infercycle`` with the image built here, pinned to the real node."""
 
-    def __init__(self, cluster: Cluster, watch: list[str], tmp_path: Path) -> None:
+    def __init__(
+        self, cluster: Cluster, watch: list[str], tmp_path: Path, *, replicas: int = 1
+    ) -> None:
         self.cluster = cluster
+        self.replicas = replicas
         self.release = f"ic-{secrets.token_hex(3)}"
         self.namespace = f"{self.release}-system"
         self.watch = watch
@@ -198,6 +202,8 @@ class HelmOperator:
             "agent": {"timeout": "30s"},
             "nodeSelector": {NODE_LABEL: "real"},
             "tolerations": [{"key": NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+            "replicaCount": self.replicas,
+            "leaderElection": {"enabled": self.replicas > 1},
         }
         self.values.write_text(json.dumps(values))
         self._helm(
@@ -207,14 +213,31 @@ class HelmOperator:
         )  # fmt: skip
         self.installed = True
 
-    def pod(self) -> dict[str, Any]:
+    def pods(self) -> list[dict[str, Any]]:
         out = self.cluster.kubectl(
             "get", "pods", "-n", self.namespace, "-o", "json",
             "-l", f"app.kubernetes.io/instance={self.release}",
         ).stdout  # fmt: skip
-        pods = json.loads(out)["items"]
-        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-        return dict(pods[0])
+        return [dict(pod) for pod in json.loads(out)["items"]]
+
+    def lease(self) -> dict[str, Any]:
+        """The leader Lease's spec (empty before any replica took it)."""
+        out = self.cluster.kubectl(
+            "get", "lease", LEASE_NAME, "-n", self.namespace, "-o", "json", check=False
+        )
+        return dict(json.loads(out.stdout).get("spec") or {}) if out.returncode == 0 else {}
+
+    def pod(self) -> dict[str, Any]:
+        """The operator's pod; with several replicas, the one holding the leader Lease."""
+        pods = self.pods()
+        if self.replicas == 1:
+            assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+            return pods[0]
+        holder = str(self.lease().get("holderIdentity") or "")
+        # A replica's identity in the Lease is its pod name and process id.
+        leading = [p for p in pods if holder.rsplit("-", 1)[0] == p["metadata"]["name"]]
+        assert leading, f"no operator pod holds the Lease (holder {holder!r})"
+        return leading[0]
 
     def restarts(self) -> int:
         return restarts(self.pod(), "operator")
@@ -246,8 +269,8 @@ class HelmOperator:
 
     def tail(self, lines: int = 60) -> str:
         out = self.cluster.kubectl(
-            "logs", "-n", self.namespace, f"deployment/{self.release}-infercycle-operator",
-            f"--tail={lines}", check=False,
+            "logs", "-n", self.namespace, "-l", f"app.kubernetes.io/instance={self.release}",
+            "-c", "operator", "--prefix", f"--tail={lines}", check=False,
         )  # fmt: skip
         return out.stdout + out.stderr
 

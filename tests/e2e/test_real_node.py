@@ -320,6 +320,35 @@ def test_helm_installed_operator_killed_mid_recycle_resumes_and_restarts_the_pod
     )
 
 
+def test_helm_installed_two_replicas_one_leader_recycles_and_the_other_finishes_when_it_dies(
+    cluster: Cluster, node_namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """``leaderElection.enabled`` with two replicas: one holds the Lease and recycles; its
+    container is SIGKILLed mid-recycle, the replica that takes the Lease next finishes the
+    recycle, and the pod is restarted once."""
+    operator = HelmOperator(cluster, [node_namespace], tmp_path, replicas=2)
+    kills: list[tuple[str, str]] = []
+
+    def kill_the_leader(operation: dict[str, Any]) -> None:
+        if not kills and operation.get("step") in ("Checkpointing", "Restarting"):
+            kills.append((str(operation["step"]), str(operator.lease().get("holderIdentity"))))
+            operator.kill_container()
+
+    try:
+        _recycle_on_the_real_node(
+            cluster, node_namespace, operator, "InPlace", on_operation=kill_the_leader
+        )
+        lease = operator.lease()
+        replicas = operator.pods()
+    finally:
+        operator.stop()
+    assert kills, "the recycle never reached a step to kill the leader in"
+    assert len(replicas) == 2, [pod["metadata"]["name"] for pod in replicas]
+    killed_holder = kills[0][1]
+    assert lease.get("holderIdentity") not in ("", None, killed_holder), (lease, kills)
+    assert int(lease.get("leaseTransitions") or 0) >= 1, lease
+
+
 def test_the_kubelet_reports_the_containers_memory_to_prometheus(
     cluster: Cluster, crds: None
 ) -> None:
