@@ -99,13 +99,15 @@ FOUND = (
     "the fresh status has no operation and the history the cache showed.",
     "- A restart call that failed after the agent had restarted the server (a reset or a "
     "timeout on the answer) was escalated to an eviction: the pod restarted twice (116 of the "
-    "129 runs of that scenario in the first class). The machine now escalates only when the "
-    "pod does not show the restart (its restart count or UID). Still open: if the kubelet has "
-    "not yet counted the restart when the pod is read right after the failed call, the "
-    "eviction still follows; waiting out a short window before escalating an ambiguous "
-    "failure (a timeout, not a refusal) would close it.",
-    "- An agent answering JSON of the wrong shape puts the whole pydantic error (several "
-    "lines) into the CheckpointFailed Event's message; harmless, but long.",
+    "129 runs of that scenario in the first class). The machine escalated only when the pod "
+    "did not show the restart, which still failed when the kubelet counted the restart a "
+    'moment later (the scenario "restart answer lost, counted late"). Now a call that may '
+    "have reached the agent and got no answer is never escalated at once: the recycle waits "
+    "for the restart to show, and escalates only when none shows within half of "
+    "`readyTimeout`; a refused call escalates at once.",
+    "- An agent answering JSON of the wrong shape put the whole validation error (several "
+    "lines) into the CheckpointFailed Event's message; it is now the first problem and how "
+    "many more, and an agent's own error text is cut to 300 characters.",
 )
 
 

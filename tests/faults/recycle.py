@@ -69,6 +69,10 @@ SCENARIOS = (
     Scenario("Recreate", "Recreate"),
     Scenario("InPlace, agent restart failing", agent={"fail_restart": "no answer within 30s"}),
     Scenario("InPlace, restart answer lost", agent={"lose_restart_answer": True}),
+    Scenario(
+        "InPlace, restart answer lost, counted late",
+        agent={"lose_restart_answer": True, "restart_counted_late": True},
+    ),
     Scenario("InPlace, checkpoint failing", agent={"fail_checkpoint": "agent unreachable"}),
     Scenario("Recreate, eviction refused", "Recreate", refused_ticks=4),
 )
@@ -105,8 +109,12 @@ class Guards:
         return ready and found["metadata"]["labels"].get(SERVING) == "true"
 
     def restarts(self, name: str) -> int:
+        """The pod's restarts, with those the kubelet has not counted yet."""
         found = self.kube.pods.get(name)
-        return 0 if found is None else int(found["status"]["containerStatuses"][0]["restartCount"])
+        late = self.kube.late_restarts.count(name)
+        if found is None:
+            return late
+        return late + int(found["status"]["containerStatuses"][0]["restartCount"])
 
 
 class Ports:
@@ -246,7 +254,12 @@ class Operator:
 
 
 def kubelet(kube: FakeKube) -> None:
-    """Between cycles every pod that is not Ready becomes Ready."""
+    """Between cycles the kubelet counts the restarts it has seen, and every pod that is not
+    Ready becomes Ready."""
+    for name in kube.late_restarts:
+        if name in kube.pods:
+            kube.restart_container(name)
+    kube.late_restarts.clear()
     for name in list(kube.pods):
         kube.make_ready(name)
 

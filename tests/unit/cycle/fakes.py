@@ -162,6 +162,8 @@ class FakeKube:
     on_evict: Callable[[FakeKube, dict[str, Any]], None] | None = None
     # Workloads by (plural, name), for attached deployments.
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Restarts that happened and that the kubelet has not counted in the pod's status yet.
+    late_restarts: list[str] = field(default_factory=list)
 
     def read_object(
         self, namespace: str, api_path: tuple[str, str, str], name: str
@@ -294,6 +296,8 @@ class FakeAgent:
     restarts_container: bool = True
     # The restart happens, then the answer is lost (a timeout or reset after the kill).
     lose_restart_answer: bool = False
+    # The restart happens, and the pod's status shows it only after the kubelet's next pass.
+    restart_counted_late: bool = False
     restart_unanswered: str | None = None
     checkpoints: int = 0
     restarts: int = 0
@@ -310,7 +314,9 @@ class FakeAgent:
         if self.restart_unanswered:
             raise AgentDownError(self.restart_unanswered, may_have_acted=True)
         self.restarts += 1
-        if self.restarts_container:
+        if self.restarts_container and self.restart_counted_late:
+            self.kube.late_restarts.append(self.pod_name)
+        elif self.restarts_container:
             self.kube.restart_container(self.pod_name)
         if self.lose_restart_answer:
             raise AgentDownError(

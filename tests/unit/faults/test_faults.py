@@ -22,7 +22,14 @@ def unharmed(result: FaultResult) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["InPlace", "Recreate", "InPlace, restart answer lost", "Recreate, eviction refused"]
+    "name",
+    [
+        "InPlace",
+        "Recreate",
+        "InPlace, restart answer lost",
+        "InPlace, restart answer lost, counted late",
+        "Recreate, eviction refused",
+    ],
 )
 async def test_the_operator_killed_at_every_call_of_a_recycle_keeps_every_guard(name: str) -> None:
     result = await recycle.kill_everywhere((SCENARIOS[name],))
