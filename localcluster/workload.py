@@ -127,6 +127,10 @@ def deployment(
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(SERVER_PORT),
                         "prometheus.io/path": "/metrics",
+                        # Real containers: the kubelet's cAdvisor reports their memory. The
+                        # fleet simulator, when the same test session runs it, must not add
+                        # simulated series for these pods on top.
+                        "sim.infercycle.io/disabled": "true",
                     }
                 },
                 "spec": template_spec,

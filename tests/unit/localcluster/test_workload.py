@@ -11,6 +11,7 @@ import yaml
 from infercycle.api.defaults import DEFAULT_RULES
 from infercycle.api.resources import InferenceDeployment
 from infercycle.kube.workload import AGENT_CONTAINER, stateful_set
+from infercycle_sim.fleetsim import ANNOTATION_DISABLED
 from localcluster import workload
 from localcluster.components.kubelet import NODE_LABEL, NODE_TAINT
 from localcluster.node import STORAGE_CLASS
@@ -79,3 +80,14 @@ def test_only_the_named_pod_leaks() -> None:
         ).stdout
         assert ("--leak-mb-per-min" in shown) is leaks, (pod, shown)
         assert "/opt/infercycle-standin/standin.py" in shown
+
+
+def test_the_fleet_simulator_leaves_the_real_pods_to_cadvisor() -> None:
+    """The simulator, when the same session runs it, would add simulated memory series for
+    these pods on top of the kubelet's real ones, and hide the leak under them."""
+    deployment = InferenceDeployment.model_validate(_manifest())
+    body = stateful_set(
+        "llm", "ns", "uid-1", deployment.spec, "localhost/infercycle/infercycle:local"
+    )
+    annotations = body["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[ANNOTATION_DISABLED] == "true"
