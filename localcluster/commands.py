@@ -308,6 +308,7 @@ def start_real_node(
     kubectl(state, "apply", "-f", "-", stdin=node.bootstrap_manifests(prometheus_port()))
     volumes = {"apiVersion": "v1", "kind": "List", "items": node.local_volumes(state)}
     kubectl(state, "apply", "-f", "-", stdin=json.dumps(volumes))
+    node.reclaim_released(state)
     wait_for(
         f"the real node {NODE_NAME} Ready", lambda: node_ready(state), 120, state, comps["kubelet"]
     )

@@ -12,6 +12,7 @@ network namespaces, every container and mount the node made, and kube-proxy's ru
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import string
@@ -27,6 +28,7 @@ from localcluster.addresses import (
     NODE_NAME,
     PROMETHEUS_SERVICE_IP,
 )
+from localcluster.client import kubectl
 from localcluster.components import containerd
 from localcluster.errors import ClusterError, log
 from localcluster.process import find_processes
@@ -246,6 +248,38 @@ def make_volume_dirs(state: Path, count: int = LOCAL_VOLUMES) -> None:
         path = volumes_dir(state) / f"pv-{index:02d}"
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o1777)
+
+
+def reclaim_released(state: Path) -> list[str]:
+    """Empty every local volume whose claim is gone (phase ``Released``) and make it
+    ``Available`` again, as a provisioner with a Delete policy would; the names reclaimed.
+
+    The volumes keep ``Retain`` so that a pod recreated on its claim finds its data; a claim
+    deleted with its namespace, though, would hold its volume forever, and a long test session
+    would run out of the sixteen.
+    """
+    listed = json.loads(
+        kubectl(state, "get", "pv", "-l", "infercycle.io/local-volume=true", "-o", "json")
+    )
+    root = volumes_dir(state).resolve()
+    reclaimed: list[str] = []
+    for volume in listed.get("items", []):
+        if (volume.get("status") or {}).get("phase") != "Released":
+            continue
+        name = volume["metadata"]["name"]
+        path = Path(volume["spec"]["local"]["path"]).resolve()
+        if not path.is_relative_to(root):
+            log(f"volume {name}: {path} is outside {root}; left alone")
+            continue
+        for child in path.iterdir() if path.is_dir() else ():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        patch = '[{"op": "remove", "path": "/spec/claimRef"}]'
+        kubectl(state, "patch", "pv", name, "--type=json", "-p", patch)
+        reclaimed.append(name)
+    return reclaimed
 
 
 def bootstrap_manifests(prometheus_port: int) -> str:

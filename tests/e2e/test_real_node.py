@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from infercycle.kube.workload import SESSION_VOLUME
+from localcluster.node import reclaim_released
 from localcluster.workload import AGENT_PORT, SERVER_PORT
 from tests.e2e.conftest import EndpointWatch, Fleet
 from tests.e2e.operator_process import OperatorProcess
@@ -56,6 +57,9 @@ SESSIONS = 5
 @pytest.fixture
 def node_namespace(cluster: Cluster) -> Iterator[str]:
     require_real_node(cluster)
+    assert cluster.state_dir is not None
+    # The claims of earlier tests went with their namespaces: their volumes are free again.
+    reclaim_released(cluster.state_dir)
     name = f"real-node-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", name)
     cluster.wait_for(
