@@ -242,6 +242,12 @@ class HelmOperator:
     def restarts(self) -> int:
         return restarts(self.pod(), "operator")
 
+    def delete_leader(self) -> str:
+        """Delete the leading replica's pod, as a node drain or a rollout would; its name."""
+        name = str(self.pod()["metadata"]["name"])
+        self.cluster.kubectl("delete", "pod", name, "-n", self.namespace, "--wait=false")
+        return name
+
     def kill_container(self) -> None:
         """SIGKILL the operator's container through the runtime, as an OOM kill would."""
         state = self.cluster.state_dir
