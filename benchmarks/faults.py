@@ -37,9 +37,10 @@ WHAT = {
     "kill": (
         "The executor walks whole recycles of one pod against the in-memory API server "
         "(`tests/unit/cycle/fakes.py`: 409 on a stale resourceVersion, 429 on a refused eviction)"
-        " in six scenarios: InPlace; Recreate; InPlace whose agent cannot restart (escalation to "
-        "an eviction); InPlace whose restart call fails after the server restarted; InPlace "
-        "whose checkpoint fails; Recreate whose evictions the PDB refuses for four cycles. For "
+        " in seven scenarios: InPlace; Recreate; InPlace whose agent cannot restart (escalation "
+        "to an eviction); InPlace whose restart call fails after the server restarted, the pod "
+        "showing the restart at once, or only at the kubelet's next pass; InPlace whose "
+        "checkpoint fails; Recreate whose evictions the PDB refuses for four cycles. For "
         "each, the operator is killed at every port call in turn (every Kubernetes read and "
         "write and every agent call), once before the call reaches the server and once after "
         "the server acted but before the answer arrived; a fresh executor, knowing only what "
@@ -52,7 +53,7 @@ WHAT = {
         "Two replicas share one API server. In the same cycle each, sure from its watch cache "
         "that no recycle is in flight, condemns a different pod; then both keep cycling. "
         "Their port calls are let through one at a time in an order drawn from a seed (one "
-        "run per seed and scenario, the six scenarios above), with the version-checked writes "
+        "run per seed and scenario, the seven scenarios above), with the version-checked writes "
         "of the real executor. Checked as above: never two pods out of service, no pod "
         "restarted twice, one recycle in flight."
     ),
