@@ -65,8 +65,15 @@ class World:
         del degraded  # the verifying step reads no verdict when the engine has none
         return Evaluation({}, HEALTHY, {VICTIM: in_flight})
 
-    async def start(self, *, dry_run: bool = False, in_flight: float = 3) -> Any:
-        context = self.context()
+    async def start(
+        self,
+        *,
+        dry_run: bool = False,
+        in_flight: float = 3,
+        context: DeploymentContext | None = None,
+    ) -> Any:
+        """Start the recycle of the victim; ``context`` is the cycle's view (read now if none)."""
+        context = context or self.context()
         assert self.state is not None
         victim = next(p for p in context.pods if p.name == VICTIM)
         candidate = Candidate(victim, ("memory-leak: growth 2Gi/h",))
@@ -367,15 +374,7 @@ async def test_a_recycle_written_since_the_cache_was_read_stops_a_second_one() -
     context = world.context()  # the cycle's view: no operation
     assert world.state is not None
     world.kube.body["status"] = {"operation": {"pod": "llama-1", "step": "Draining"}}
-    victim = next(p for p in context.pods if p.name == VICTIM)
-    state = await world.executor.start(
-        context,
-        world.state,
-        world.evaluation(0),
-        Candidate(victim, ("memory-leak: growth",)),
-        dry_run=False,
-        now=world.clock(),
-    )
+    state = await world.start(in_flight=0, context=context)
     assert state.active
     assert world.kube.operation == {"pod": "llama-1", "step": "Draining"}
     assert world.kube.calls == []
@@ -386,15 +385,7 @@ async def test_a_recycle_finished_since_the_cache_was_read_is_planned_again_firs
     context = world.context()
     assert world.state is not None
     world.kube.body["status"] = {"history": [{"pod": "llama-1", "result": "Succeeded"}]}
-    victim = next(p for p in context.pods if p.name == VICTIM)
-    state = await world.executor.start(
-        context,
-        world.state,
-        world.evaluation(0),
-        Candidate(victim, ("memory-leak: growth",)),
-        dry_run=False,
-        now=world.clock(),
-    )
+    state = await world.start(in_flight=0, context=context)
     assert not state.active
     assert "re-planning" in state.message
     assert world.kube.operation is None
