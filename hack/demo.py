@@ -71,6 +71,26 @@ def wait_established(*crds: str, timeout: float = 60.0) -> None:
             time.sleep(0.5)
 
 
+def show_progress(
+    current: dict[str, Any], last: tuple[str, str] | None, label: str = ""
+) -> tuple[tuple[str, str] | None, bool]:
+    """Print the recycle's step when it changes, and its record once it is done; the step
+    shown last, and whether the recycle is done."""
+    operation = current.get("operation")
+    step = (operation["pod"], operation["step"]) if operation else None
+    if step and step != last:
+        print(f"  {time.strftime('%H:%M:%S')}  {label}{step[0]}: {step[1]}")
+        last = step
+    done = [r for r in current.get("history") or [] if r["result"] != "DryRun"]
+    if done:
+        record = done[-1]
+        print(
+            f"  {record['finishedAt']}  {record['pod']}: {record['result']} "
+            f"({'; '.join(record['reasons'])})"
+        )
+    return last, bool(done)
+
+
 CYCLE_INTERVAL = "2s"
 
 
@@ -261,18 +281,8 @@ def main() -> int:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             current = status()
-            operation = current.get("operation")
-            step = (operation["pod"], operation["step"]) if operation else None
-            if step and step != last:
-                print(f"  {time.strftime('%H:%M:%S')}  {step[0]}: {step[1]}")
-                last = step
-            done = [r for r in current.get("history") or [] if r["result"] != "DryRun"]
-            if done:
-                record = done[-1]
-                print(
-                    f"  {record['finishedAt']}  {record['pod']}: {record['result']} "
-                    f"({'; '.join(record['reasons'])})"
-                )
+            last, finished = show_progress(current, last)
+            if finished:
                 break
             time.sleep(1)
         else:
@@ -407,18 +417,8 @@ def real_node_demo(
                 say("The leak is judged (infercycle explain)")
                 explain(prometheus)
                 explained = True
-            operation = current.get("operation")
-            step = (operation["pod"], operation["step"]) if operation else None
-            if step and step != last_step:
-                print(f"  {time.strftime('%H:%M:%S')}  recycle {step[0]}: {step[1]}")
-                last_step = step
-            done = [r for r in current.get("history") or [] if r["result"] != "DryRun"]
-            if done:
-                record = done[-1]
-                print(
-                    f"  {record['finishedAt']}  {record['pod']}: {record['result']} "
-                    f"({'; '.join(record['reasons'])})"
-                )
+            last_step, finished = show_progress(current, last_step, "recycle ")
+            if finished:
                 break
             time.sleep(1)
         else:
