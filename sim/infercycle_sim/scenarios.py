@@ -27,7 +27,8 @@ Degrading scenarios and their parameters (``params``):
 
 Healthy scenarios: ``healthy``; ``spikes`` (one- to three-sample spikes on every signal);
 ``surge`` (a plain pod, meant to be driven with :func:`surge_load` as ``fleet_load`` for the
-whole fleet); ``gc_sawtooth`` (host memory sawtooth of 0.5-2 GiB every 2-12 min); ``idle`` (no
+whole fleet); ``gc_sawtooth`` (host memory sawtooth of 0.5-2 GiB every 2-12 min;
+``saw_amplitude`` in bytes and ``saw_period`` in seconds set them); ``idle`` (no
 traffic, so no latency); ``scrape_gaps`` (samples and single signals missing for a while);
 ``cleanup_spikes`` (a cleanup path adds 500 ms to p99 for 20-40 s every 5-15 min);
 ``transient_bump`` (host memory rises 1.5-3 GiB, stays up to an hour, then heals).
@@ -69,6 +70,7 @@ SCENARIO_PARAMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "latency_creep": ("compression",),
         "superlinear": ("onset", "compression"),
         "error_creep": ("onset", "compression"),
+        "gc_sawtooth": ("saw_period", "saw_amplitude"),
     }
 )
 """Parameters each scenario accepts; every model also accepts ``load_share``."""

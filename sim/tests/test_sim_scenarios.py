@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from infercycle_sim.scenarios import (
@@ -95,6 +97,17 @@ def test_parameters_are_checked() -> None:
         make_pod_model("melting", 1)
     with pytest.raises(ValueError, match="takes no parameter colour"):
         make_pod_model("leak", 1, {"colour": 1.0})
+
+
+def test_a_sawtooth_takes_its_period_and_amplitude() -> None:
+    """The memory climbs ``saw_amplitude`` over each ``saw_period`` and falls back once."""
+    saw = make_pod_model("gc_sawtooth", 3, {"saw_period": 450.0, "saw_amplitude": 2 * GIB})
+    memory = [saw.sample(7200.0 + t)["memory"] or 0.0 for t in range(0, 900, 5)]
+    steps = [later - earlier for earlier, later in itertools.pairwise(memory)]
+    falls = [step for step in steps if step < -GIB]
+    assert len(falls) == 2
+    assert all(step == pytest.approx(-2 * GIB, rel=0.1) for step in falls)
+    assert max(memory) - min(memory) == pytest.approx(2 * GIB, rel=0.1)
 
 
 def test_surge_load_profile() -> None:

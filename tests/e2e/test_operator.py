@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import EndpointWatch, Fleet
 from tests.e2e.operator_process import OperatorProcess
-from tests.fixtures.cluster import Cluster
+from tests.fixtures.cluster import Cluster, FleetSim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -85,14 +85,23 @@ def _sim_pods(cluster: Cluster) -> list[dict[str, Any]]:
 
 
 def test_healthy_fleet_with_spikes_and_a_surge_is_never_recycled(
-    make_fleet: Any, operator: OperatorProcess, cluster: Cluster
+    make_fleet: Any, operator: OperatorProcess, cluster: Cluster, fleetsim: FleetSim
 ) -> None:
     fleet: Fleet = make_fleet("calm", replicas=6, scenario="surge")
     before = fleet.wait_ready(6)
     names = sorted(before)
     fleet.set_scenario(names[0], "spikes")
     fleet.set_scenario(names[1], "cleanup_spikes")
-    fleet.set_scenario(names[2], "gc_sawtooth")
+    # Teeth of 2 GiB that climb at 3.2x the 50 GiB/h leak threshold, three in every four of the
+    # one-minute growth window: every window holds a fall, as a real 1 h window holds several
+    # of a 2-12 min collector cycle. (A tooth longer than the window, cut at a random phase,
+    # would show one rising stretch and nothing else: no fit can tell that from a leak.)
+    tooth_s = 0.75 * 60.0
+    fleet.set_scenario(
+        names[2],
+        "gc_sawtooth",
+        {"saw_period": tooth_s * fleetsim.speed, "saw_amplitude": 2.0 * 2**30},
+    )
     deadline = time.monotonic() + 75  # warm-up, every window, several times over
     while time.monotonic() < deadline:
         status = fleet.status()
