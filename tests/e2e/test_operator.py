@@ -92,11 +92,12 @@ def test_healthy_fleet_with_spikes_and_a_surge_is_never_recycled(
     names = sorted(before)
     fleet.set_scenario(names[0], "spikes")
     fleet.set_scenario(names[1], "cleanup_spikes")
-    # Teeth of 2 GiB that climb at 3.2x the 50 GiB/h leak threshold, three in every four of the
-    # one-minute growth window: every window holds a fall, as a real 1 h window holds several
-    # of a 2-12 min collector cycle. (A tooth longer than the window, cut at a random phase,
-    # would show one rising stretch and nothing else: no fit can tell that from a leak.)
-    tooth_s = 0.75 * 60.0
+    # Teeth of 2 GiB that climb at 4.8x the 50 GiB/h leak threshold, two in every one-minute
+    # growth window: every window holds falls, as a real 1 h window holds several of a
+    # 2-12 min collector cycle. The pod was flat before the switch, so a tooth much longer
+    # than half the window would show a window of flat ground and then one rising stretch:
+    # no fit can tell that from a leak starting.
+    tooth_s = 0.5 * 60.0
     fleet.set_scenario(
         names[2],
         "gc_sawtooth",

@@ -151,13 +151,9 @@ def test_a_leak_under_a_fast_sawtooth_still_breaches(limited: bool) -> None:
         assert called < onset + 2 * 3600
 
 
-@pytest.mark.parametrize("period_s", [12.0, 20.0, 30.0, 40.0, 50.0, 60.0, 72.0, 90.0])
-def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> None:
-    """A one-minute window and a 2 s cycle, as the end-to-end fleet runs: teeth of 2 GiB
-    from a fifth of the window to one and a half climb at 1.6-12x the 50 GiB/h threshold.
-    The pods' first fall comes within their first window (before it, one rising stretch
-    is all there is to judge)."""
-    policy = make_policy(
+def compressed_policy() -> object:
+    """The end-to-end fleet's growth rule: a one-minute window on a 2 s cycle."""
+    return make_policy(
         make_rule(
             RuleKind.GROWTH,
             signal="memory",
@@ -173,7 +169,15 @@ def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> No
         warmup_s=10.0,
         stale_after_s=20.0,
     )
-    engine = HealthEngine(policy)
+
+
+@pytest.mark.parametrize("period_s", [12.0, 20.0, 30.0, 40.0, 50.0, 60.0, 72.0, 90.0])
+def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> None:
+    """A one-minute window and a 2 s cycle, as the end-to-end fleet runs: teeth of 2 GiB
+    from a fifth of the window to one and a half climb at 1.6-12x the 50 GiB/h threshold.
+    The pods' first fall comes within their first window (before it, one rising stretch
+    is all there is to judge)."""
+    engine = HealthEngine(compressed_policy())  # type: ignore[arg-type]
     rng = np.random.default_rng(int(period_s))
     pods = [
         (key(f"pod-{phase}-{limited}"), phase, limited)
@@ -189,6 +193,26 @@ def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> No
             engine.observe(t, pod, 0.0, {"memory": memory, "memory_limit": limit})
         verdicts = engine.evaluate(t)
         degraded = [pod.name for pod, _, _ in pods if verdicts[pod].degraded]
+        assert not degraded, f"{degraded} condemned at {t:.0f} s"
+
+
+@pytest.mark.parametrize("switch_s", [4.0, 9.0, 14.0, 19.0])
+def test_flat_ground_then_a_sawtooth_of_half_the_window_is_never_a_leak(switch_s: float) -> None:
+    """As the end-to-end calm fleet turns a flat pod into a collector: teeth of 2 GiB over
+    half the window (4.8x the threshold), joined at every point of a tooth. Every window
+    past the switch holds a fall, so the flat ground before it never reads as a leak's
+    start."""
+    engine = HealthEngine(compressed_policy())  # type: ignore[arg-type]
+    rng = np.random.default_rng(int(switch_s))
+    pods = [(key(f"pod-{phase}"), phase) for phase in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)]
+    for step in range(1, 120):
+        t = step * 2.0
+        for pod, phase in pods:
+            tooth = 2 * GIB * ((t / 30.0 + phase) % 1.0) if t >= switch_s else 0.0
+            memory = BASE + tooth + 24 * MIB * rng.standard_normal()
+            engine.observe(t, pod, 0.0, {"memory": memory, "memory_limit": None})
+        verdicts = engine.evaluate(t)
+        degraded = [pod.name for pod, _ in pods if verdicts[pod].degraded]
         assert not degraded, f"{degraded} condemned at {t:.0f} s"
 
 
