@@ -74,7 +74,7 @@ cluster-down:
 # cluster brings the local cluster up and down (one per machine: not during `make test`).
 # A benchmark that misses a target exits 1; the others still run, and bench fails at the end.
 bench: venv
-	@failed=""; for name in engine replay quality agent fleet scale cluster; do \
+	@failed=""; for name in engine replay quality calm_fleet agent fleet scale cluster; do \
 		echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || failed="$$failed $$name"; \
 	done; if [ -n "$$failed" ]; then echo "missed targets:$$failed"; exit 1; fi
 

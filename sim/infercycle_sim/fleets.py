@@ -44,8 +44,17 @@ def deployment_manifest(
     server: str = "vllm",
     extra_spec: dict[str, Any] | None = None,
     cycle_interval_s: float = 2.0,
+    surge: bool = False,
 ) -> dict[str, Any]:
-    """A simulated fleet of ``server`` pods (the simulator writes that server's metrics)."""
+    """A simulated fleet of ``server`` pods (the simulator writes that server's metrics);
+    with ``surge``, every pod rides the fleet-wide traffic surge, whatever its scenario."""
+    annotations = {
+        "sim.infercycle.io/scenario": scenario,
+        "sim.infercycle.io/server": server,
+        "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
+    }
+    if surge:
+        annotations["sim.infercycle.io/fleet-load"] = "surge"
     spec: dict[str, Any] = {
         "replicas": replicas,
         "server": server,
@@ -62,13 +71,7 @@ def deployment_manifest(
         },
         "recycle": {"drainTimeout": "6s", "readyTimeout": "60s", "verifyWindow": "6s"},
         "template": {
-            "metadata": {
-                "annotations": {
-                    "sim.infercycle.io/scenario": scenario,
-                    "sim.infercycle.io/server": server,
-                    "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
-                }
-            },
+            "metadata": {"annotations": annotations},
             "spec": {
                 "containers": [
                     {

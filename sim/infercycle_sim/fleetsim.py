@@ -21,7 +21,10 @@ Each pod follows a scenario of :mod:`infercycle_sim.scenarios`, chosen by the po
 ``sim.infercycle.io/scenario``, else by the first rule of the config file whose glob matches
 ``namespace/name`` or ``name``, else ``healthy``. ``sim.infercycle.io/params`` (a JSON object)
 overrides scenario parameters; ``sim.infercycle.io/age-offset`` (seconds) starts the pod older;
-``sim.infercycle.io/disabled: "true"`` hides the pod. The config file (YAML or JSON)::
+``sim.infercycle.io/disabled: "true"`` hides the pod; ``sim.infercycle.io/fleet-load: surge``
+drives it with the fleet-wide surge curve whatever its scenario (as a load balancer spreads a
+surge over every pod of a fleet; a ``surge`` pod has it anyway). The config file (YAML or
+JSON)::
 
     defaults: {scenario: healthy}
     fleetLoad: surge            # optional: drive every pod with the fleet-wide surge curve
@@ -83,6 +86,7 @@ ANNOTATION_PARAMS = "sim.infercycle.io/params"
 ANNOTATION_AGE_OFFSET = "sim.infercycle.io/age-offset"
 ANNOTATION_DISABLED = "sim.infercycle.io/disabled"
 ANNOTATION_SERVER = "sim.infercycle.io/server"
+ANNOTATION_FLEET_LOAD = "sim.infercycle.io/fleet-load"
 
 
 MIB = float(2**20)
@@ -195,6 +199,7 @@ class PodSim:
     running: bool = True
     serving: bool = True
     spec_key: str = ""
+    surge: bool = False
     last_step: float | None = None
     last_sample: dict[str, float | None] = field(default_factory=dict)
     cpu_seconds: float = 0.0
@@ -271,7 +276,7 @@ class Fleet:
         fleet_t = self.age_offset + (self.clock() - self.started) * self.speed
         if not pod.serving:
             return 0.0  # drained: the client Service sends it nothing
-        if self.config.fleet_surge or pod.scenario == "surge":
+        if self.config.fleet_surge or pod.surge or pod.scenario == "surge":
             return float(scenarios.surge_load(fleet_t))
         return 1.0
 
@@ -334,6 +339,7 @@ class Fleet:
             model=model,
             server=server,
             engine=engine,
+            surge=annotations.get(ANNOTATION_FLEET_LOAD, "").lower() == "surge",
         )
 
     def upsert(self, pod: Any) -> None:
