@@ -1,6 +1,6 @@
 """The calm-fleet end-to-end test, replayed offline many times: how often would it condemn a pod?
 
-    python benchmarks/calm_fleet.py [--runs 1000] [--tooth 30] [--surge all] [--seed 5]
+    python benchmarks/calm_fleet.py [--runs 1000] [--tooth test] [--surge all] [--seed 5]
 
 ``tests/e2e/test_operator.py::test_healthy_fleet_with_spikes_and_a_surge_is_never_recycled``
 runs six healthy pods under a traffic surge and, a few seconds in, turns three of them into a
@@ -11,10 +11,11 @@ them many times and runs the simulator's own models through the engine with the 
 (``fast_health``, a 2 s cycle, the simulator's speed of 10), one evaluation per cycle, and
 prints how many runs condemned a pod and why.
 
-``--tooth`` is the sawtooth period in real seconds (``random`` draws 12-72 s, the simulator's
-default of 2-12 simulated minutes); ``--surge half`` puts the surge on the three pods that stay
-``surge`` only. The test's settings are ``--tooth 30 --surge all``. The target is no pod
-condemned; the script exits 1 when one was.
+``--tooth`` is the sawtooth period in real seconds: ``test`` (the default) is the test's own,
+``infercycle_sim.fleets.collector_sawtooth`` (30 s); ``random`` draws 12-72 s, the simulator's
+default of 2-12 simulated minutes. ``--surge half`` puts the surge on the three pods that stay
+``surge`` only. The test's settings are the defaults. The target is no pod condemned; the
+script exits 1 when one was.
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ from collections import Counter
 from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import RecyclePolicySpec
 from infercycle.health import HealthEngine, PodKey
-from infercycle_sim.fleets import SIM_AGE_OFFSET, fast_health
+from infercycle_sim.fleets import SIM_AGE_OFFSET, collector_sawtooth, fast_health
 from infercycle_sim.scenarios import HOUR, PodModel, make_pod_model, surge_load
 
 SPEED = 10.0
 CYCLE_S = 2.0
 PODS = 6
 WATCHED_S = 80.0  # the test watches for 75 s after the switch
-GIB = float(2**30)
 
 
 def one_run(rnd: random.Random, run: int, tooth: float | None, surge_all: bool) -> str | None:
@@ -44,7 +44,9 @@ def one_run(rnd: random.Random, run: int, tooth: float | None, surge_all: bool) 
         cycle_interval_s=CYCLE_S,
     ).health
     seeds = [rnd.randrange(1 << 30) for _ in range(PODS)]
-    saw = None if tooth is None else {"saw_period": tooth * SPEED, "saw_amplitude": 2 * GIB}
+    saw = None
+    if tooth is not None:
+        saw = {**collector_sawtooth(SPEED), "saw_period": tooth * SPEED}
     turned: dict[int, tuple[str, dict[str, float] | None]] = {
         0: ("spikes", None),
         1: ("cleanup_spikes", None),
@@ -78,17 +80,23 @@ def one_run(rnd: random.Random, run: int, tooth: float | None, surge_all: bool) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--tooth", default="30", help="sawtooth period, real s, or 'random'")
+    parser.add_argument(
+        "--tooth", default="test", help="sawtooth period: real s, 'test' or 'random'"
+    )
     parser.add_argument("--surge", choices=("all", "half"), default="all")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
     if args.tooth == "random":
         tooth = None
+    elif args.tooth == "test":
+        tooth = collector_sawtooth(SPEED)["saw_period"] / SPEED
     else:
         try:
             tooth = float(args.tooth)
         except ValueError:
-            parser.error(f"--tooth {args.tooth!r}: give seconds (for example 30) or 'random'")
+            parser.error(
+                f"--tooth {args.tooth!r}: give seconds (for example 30), 'test' or 'random'"
+            )
         if tooth <= 0:
             parser.error("--tooth must be positive")
     if args.runs < 1:

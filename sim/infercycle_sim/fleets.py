@@ -10,6 +10,19 @@ from infercycle.api.units import format_duration
 from infercycle.api.values import MIN_SAMPLES, RuleKind
 
 SIM_AGE_OFFSET = "600"  # simulated pods start ten minutes old: past their model-loading ramp
+GROWTH_WINDOW_S = 60.0
+"""The growth rules' window in :func:`fast_health` (longer only when three cycles are)."""
+
+
+def collector_sawtooth(speed: float) -> dict[str, float]:
+    """``gc_sawtooth`` parameters for a healthy collector under :func:`fast_health`: teeth of
+    2 GiB over half the growth window in real seconds (so 4.8x the 50 GiB/h leak level), at a
+    simulator running ``speed`` times real time.
+
+    Every window then holds falls, as a real 1 h window holds several of a 2-12 min collector
+    cycle. A much longer tooth, started after flat ground, shows a window of flat ground and
+    then one rise: no fit can tell that from a leak that has just started."""
+    return {"saw_period": GROWTH_WINDOW_S / 2 * speed, "saw_amplitude": 2.0 * 2**30}
 
 
 def fast_health(cycle_interval_s: float = 2.0) -> dict[str, Any]:
@@ -26,7 +39,9 @@ def fast_health(cycle_interval_s: float = 2.0) -> dict[str, Any]:
         override: dict[str, Any] = {"name": rule.name, "window": window(20)}
         if rule.kind == RuleKind.GROWTH:
             # Enough samples per fit bucket that a few seconds' spike cannot tilt the slope.
-            override.update(threshold="50Gi", clear="10Gi", window=window(60), sustain="10s")
+            override.update(
+                threshold="50Gi", clear="10Gi", window=window(GROWTH_WINDOW_S), sustain="10s"
+            )
             if rule.time_to_limit is not None:
                 override["timeToLimit"] = "1m"
         if rule.kind == RuleKind.BASELINE:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from infercycle_sim.fleets import collector_sawtooth
 from tests.e2e.conftest import EndpointWatch, Fleet
 from tests.e2e.operator_process import OperatorProcess
 from tests.fixtures.cluster import Cluster, FleetSim
@@ -94,17 +95,8 @@ def test_healthy_fleet_with_spikes_and_a_surge_is_never_recycled(
     names = sorted(before)
     fleet.set_scenario(names[0], "spikes")
     fleet.set_scenario(names[1], "cleanup_spikes")
-    # Teeth of 2 GiB that climb at 4.8x the 50 GiB/h leak threshold, two in every one-minute
-    # growth window: every window holds falls, as a real 1 h window holds several of a
-    # 2-12 min collector cycle. The pod was flat before the switch, so a tooth much longer
-    # than half the window would show a window of flat ground and then one rising stretch:
-    # no fit can tell that from a leak starting.
-    tooth_s = 0.5 * 60.0
-    fleet.set_scenario(
-        names[2],
-        "gc_sawtooth",
-        {"saw_period": tooth_s * fleetsim.speed, "saw_amplitude": 2.0 * 2**30},
-    )
+    # Teeth that climb at 4.8x the leak level, two in every growth window (see there why).
+    fleet.set_scenario(names[2], "gc_sawtooth", collector_sawtooth(fleetsim.speed))
     deadline = time.monotonic() + 75  # warm-up, every window, several times over
     while time.monotonic() < deadline:
         status = fleet.status()

@@ -199,7 +199,7 @@ def test_a_sawtooth_on_a_compressed_clock_is_never_a_leak(period_s: float) -> No
 @pytest.mark.parametrize("switch_s", [4.0, 9.0, 14.0, 19.0])
 def test_flat_ground_then_a_sawtooth_of_half_the_window_is_never_a_leak(switch_s: float) -> None:
     """As the end-to-end calm fleet turns a flat pod into a collector: teeth of 2 GiB over
-    half the window (4.8x the threshold), joined at every point of a tooth. Every window
+    half the window (4.8x the threshold), joined at six points of a tooth. Every window
     past the switch holds a fall, so the flat ground before it never reads as a leak's
     start."""
     engine = HealthEngine(compressed_policy())  # type: ignore[arg-type]
