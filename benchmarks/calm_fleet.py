@@ -27,6 +27,7 @@ from collections import Counter
 
 from infercycle.api.resolver import resolve_policy
 from infercycle.api.resources import RecyclePolicySpec
+from infercycle.api.values import HealthPolicy
 from infercycle.health import HealthEngine, PodKey
 from infercycle_sim.fleets import SIM_AGE_OFFSET, collector_sawtooth, fast_health
 from infercycle_sim.scenarios import HOUR, PodModel, make_pod_model, surge_load
@@ -37,16 +38,15 @@ PODS = 6
 WATCHED_S = 80.0  # the test watches for 75 s after the switch
 
 
-def one_run(rnd: random.Random, run: int, tooth: float | None, surge_all: bool) -> str | None:
-    """The first condemnation of one run, as text, or None."""
-    policy = resolve_policy(
-        RecyclePolicySpec.model_validate({"health": fast_health(CYCLE_S)}),
-        cycle_interval_s=CYCLE_S,
-    ).health
+def one_run(
+    policy: HealthPolicy,
+    rnd: random.Random,
+    run: int,
+    saw: dict[str, float] | None,
+    surge_all: bool,
+) -> tuple[str, str] | None:
+    """The first condemnation of one run: the condemned pod's scenario and what happened."""
     seeds = [rnd.randrange(1 << 30) for _ in range(PODS)]
-    saw = None
-    if tooth is not None:
-        saw = {**collector_sawtooth(SPEED), "saw_period": tooth * SPEED}
     turned: dict[int, tuple[str, dict[str, float] | None]] = {
         0: ("spikes", None),
         1: ("cleanup_spikes", None),
@@ -61,6 +61,7 @@ def one_run(rnd: random.Random, run: int, tooth: float | None, surge_all: bool) 
     switch = rnd.uniform(4.0, 20.0)
     engine = HealthEngine(policy)
     keys = [PodKey(f"calm-{i}", f"{run}-{i}") for i in range(PODS)]
+    scenario_of = {key: model.scenario for key, model in zip(keys, after, strict=True)}
     offset = float(SIM_AGE_OFFSET)
     t = 0.0
     while t < switch + WATCHED_S:
@@ -73,7 +74,8 @@ def one_run(rnd: random.Random, run: int, tooth: float | None, surge_all: bool) 
         for key, verdict in engine.evaluate(t).items():
             if verdict.degraded:
                 reasons = "; ".join(reason.text for reason in verdict.reasons)
-                return f"{key.name} ({after[int(key.name[-1])].scenario}) at {t:.0f} s: {reasons}"
+                scenario = scenario_of[key]
+                return scenario, f"{key.name} ({scenario}) at {t:.0f} s: {reasons}"
     return None
 
 
@@ -101,21 +103,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--tooth must be positive")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    policy = resolve_policy(
+        RecyclePolicySpec.model_validate({"health": fast_health(CYCLE_S)}),
+        cycle_interval_s=CYCLE_S,
+    ).health
+    saw = None if tooth is None else {**collector_sawtooth(SPEED), "saw_period": tooth * SPEED}
     rnd = random.Random(args.seed)
-    condemned: list[str] = []
-    for run in range(args.runs):
-        found = one_run(rnd, run, tooth, args.surge == "all")
-        if found:
-            condemned.append(found)
-    kinds = Counter(text.split(" at ")[0].split(" ", 1)[1] for text in condemned)
+    found = [one_run(policy, rnd, run, saw, args.surge == "all") for run in range(args.runs)]
+    condemned = [hit for hit in found if hit is not None]
+    kinds = Counter(scenario for scenario, _ in condemned)
     teeth = "teeth of 12-72 s at random" if tooth is None else f"teeth of {tooth:g} s"
     print(
         f"{teeth}, surge on {args.surge} pods, {args.runs} runs: "
         f"{len(condemned)} condemned a pod ({100 * len(condemned) / args.runs:.1f} %)"
     )
     for kind, count in sorted(kinds.items()):
-        print(f"  {kind}: {count}")
-    for text in condemned[:10]:
+        print(f"  ({kind}): {count}")
+    for _, text in condemned[:10]:
         print(f"  e.g. {text}")
     return 1 if condemned else 0
 
