@@ -8,6 +8,12 @@ from typing import Any
 from infercycle.api.defaults import DEFAULT_RULES
 from infercycle.api.units import format_duration
 from infercycle.api.values import MIN_SAMPLES, RuleKind
+from infercycle_sim.fleetsim import (
+    ANNOTATION_AGE_OFFSET,
+    ANNOTATION_FLEET_LOAD,
+    ANNOTATION_SCENARIO,
+    ANNOTATION_SERVER,
+)
 
 SIM_AGE_OFFSET = "600"  # simulated pods start ten minutes old: past their model-loading ramp
 GROWTH_WINDOW_S = 60.0
@@ -64,12 +70,12 @@ def deployment_manifest(
     """A simulated fleet of ``server`` pods (the simulator writes that server's metrics);
     with ``surge``, every pod rides the fleet-wide traffic surge, whatever its scenario."""
     annotations = {
-        "sim.infercycle.io/scenario": scenario,
-        "sim.infercycle.io/server": server,
-        "sim.infercycle.io/age-offset": SIM_AGE_OFFSET,
+        ANNOTATION_SCENARIO: scenario,
+        ANNOTATION_SERVER: server,
+        ANNOTATION_AGE_OFFSET: SIM_AGE_OFFSET,
     }
     if surge:
-        annotations["sim.infercycle.io/fleet-load"] = "surge"
+        annotations[ANNOTATION_FLEET_LOAD] = "surge"
     spec: dict[str, Any] = {
         "replicas": replicas,
         "server": server,

@@ -13,13 +13,13 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from infercycle_sim.fleetsim import Fleet, SimConfig
+from infercycle_sim.fleetsim import ANNOTATION_FLEET_LOAD, ANNOTATION_SCENARIO, Fleet, SimConfig
 
 
 def pod(name: str, scenario: str, fleet_load: str | None = None) -> V1Pod:
-    annotations = {"sim.infercycle.io/scenario": scenario}
+    annotations = {ANNOTATION_SCENARIO: scenario}
     if fleet_load is not None:
-        annotations["sim.infercycle.io/fleet-load"] = fleet_load
+        annotations[ANNOTATION_FLEET_LOAD] = fleet_load
     started = datetime(2026, 1, 1, tzinfo=UTC)
     return V1Pod(
         metadata=V1ObjectMeta(
